@@ -1,0 +1,44 @@
+# LiftGuard: `make demo` runs the main job, `make test` the tests.
+# Each target creates and fills its own virtual environment when missing.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.liftguard-installed
+LEGACY_VENV ?= .venv-legacy
+LEGACY_STAMP := $(LEGACY_VENV)/.liftguard-installed
+RUN ?= runs/demo
+
+.PHONY: demo test test-legacy bench hil venv clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[hub,train,test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m quantize demo --out $(RUN)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests hil_tests -m 'not slow'
+
+$(LEGACY_STAMP): pyproject.toml
+	@test -x $(LEGACY_VENV)/bin/python || $(PYTHON) -m venv $(LEGACY_VENV)
+	$(LEGACY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LEGACY_VENV)/bin/python -m pip install --quiet -e '.[legacy]' pytest
+	@touch $(LEGACY_STAMP)
+
+test-legacy: $(LEGACY_STAMP) $(STAMP)
+	$(PY) -m pytest -q tests/legacy_runtime -m 'not slow' --legacy-python $(LEGACY_VENV)/bin/python
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+hil: $(STAMP)
+	$(PY) -m pytest hil_tests -m '' --hil-report runs/hil
+
+clean:
+	rm -rf $(VENV) $(LEGACY_VENV) runs .pytest_cache

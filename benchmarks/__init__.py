@@ -1,0 +1,1 @@
+"""LiftGuard benchmarks: ``make bench`` runs every ``bench_*.py`` module here."""
