@@ -559,7 +559,7 @@ def load_dataset(root: PathLike, *, skip_bad: bool = False) -> Dataset:
         more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
         raise DataError(f"data set {root} has {len(errors)} error(s) (run `quantize check --data {root}`, "
                         f"or pass --skip-bad to leave those trials out):\n  {shown}{more}")
-    skipped = sorted({p.where.split(",")[0] for p in errors})
+    skipped = sorted({p.where.split(", column")[0] for p in errors})
     if not metas:
         raise DataError(f"data set {root} has no usable trials")
     return Dataset(root, layout, metas, problems, skipped)
