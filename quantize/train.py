@@ -1,0 +1,382 @@
+"""``quantize train``: train one model and write a self-contained run folder.
+
+Example::
+
+    python -m quantize train --data /tmp/sim --model proposed --split subject \\
+        --seed 0 --out runs/proposed_subject_s0 --epochs 60
+
+The data go through :mod:`quantize.data` only (``load_windows`` ->
+``fit_recipe`` on the *training* windows -> ``make_tensors``), which calls
+:mod:`edge.signal_path`; nothing here touches the signal maths.
+
+Training: Adam, categorical cross-entropy, batch 32,
+``EarlyStopping(monitor="loss", min_delta=0, patience=10,
+restore_best_weights=True)``, at most ``--epochs`` epochs, one line per epoch
+on stderr. The test set is evaluated after each epoch only to draw the
+curves; it never drives stopping or model choice.
+
+Sensor subsets (``--sensors Back,LtWt,RtWt``): the channels of the other
+sensors are made zero *through the recipe*: their standardization ``std`` is
+set to :data:`MASKED_STD` (1e30), so ``edge.signal_path.tensorize`` maps them
+to |x| < 1e-26, which is 0 after int8 quantization. The tensor stays
+95x95x3, so the model and its bundle stay compatible with any hub, and the
+hub reproduces the masking with no code of its own.
+
+Run folder: ``model.keras``, ``recipe.json``, ``split.json``, ``config.json``,
+``metrics.json``, ``history.json``, ``predictions.csv``,
+``training_curves.png``, ``confusion.png``, ``swarm.png`` and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edge.errors import ConfigError
+from edge.layout import CHANNELS, CLASS_NAMES, SENSORS
+
+HELP = "train one model (proposed, cnn_lstm, maxpool, cnn, mlp) and write a run folder with metrics, plots and report.md"
+
+#: std written into the recipe for channels of sensors left out with --sensors.
+MASKED_STD = 1e30
+DEFAULT_EPOCHS = 200
+DEFAULT_BATCH = 32
+PATIENCE = 10
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``quantize train``."""
+    from .models import DEFAULT_DROPOUT, DEFAULT_L2, DEFAULT_LEARNING_RATE, MODEL_NAMES
+
+    parser.add_argument("--data", required=True, type=Path, help="data set directory (index.csv + trial CSVs)")
+    parser.add_argument("--model", default="proposed", choices=MODEL_NAMES, help="model to train (default proposed)")
+    parser.add_argument("--split", default="random", choices=("random", "subject"),
+                        help="random stratified 75/25 (paper) or subject-wise k-fold (default random)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split, the weights and the shuffling (default 0)")
+    parser.add_argument("--out", required=True, type=Path, help="run folder to write")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
+                        help=f"maximum epochs; early stopping on training loss, patience {PATIENCE} (default {DEFAULT_EPOCHS})")
+    parser.add_argument("--sensors", default=None,
+                        help=f"comma-separated subset of {','.join(SENSORS)}; other sensors are zeroed (default all six)")
+    parser.add_argument("--fold", type=int, default=0, help="subject fold used as the test set (--split subject; default 0)")
+    parser.add_argument("--n-folds", type=int, default=None, help="number of subject folds (default 4)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"batch size (default {DEFAULT_BATCH})")
+    parser.add_argument("--l2", type=float, default=DEFAULT_L2, help=f"L2 on the softmax kernel (default {DEFAULT_L2:g})")
+    parser.add_argument("--dropout", type=float, default=DEFAULT_DROPOUT, help=f"dropout rate (default {DEFAULT_DROPOUT:g})")
+    parser.add_argument("--lr", type=float, default=DEFAULT_LEARNING_RATE,
+                        help=f"Adam learning rate (default {DEFAULT_LEARNING_RATE:g})")
+    parser.add_argument("--skip-bad", action="store_true", help="skip trials that fail validation instead of stopping")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+
+
+def parse_sensors(text: Optional[str]) -> Tuple[str, ...]:
+    """Parse ``"Back,LtWt,RtWt"`` into sensor names in layout order (all six when empty).
+
+    Raises:
+        ConfigError: On an unknown or repeated name.
+    """
+    if text is None or not str(text).strip():
+        return tuple(SENSORS)
+    names = [t.strip() for t in str(text).split(",") if t.strip()]
+    for n in names:
+        if n not in SENSORS:
+            raise ConfigError(f"--sensors: {n!r} is not a sensor; expected names from {', '.join(SENSORS)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--sensors: {text!r} names a sensor twice")
+    return tuple(s for s in SENSORS if s in names)
+
+
+def mask_recipe(recipe, sensors: Sequence[str]):
+    """Return ``recipe`` with the channels of sensors not in ``sensors`` mapped to ~0.
+
+    Sets their ``std`` to :data:`MASKED_STD`; see the module docstring.
+    """
+    keep = set(sensors)
+    if keep == set(SENSORS):
+        return recipe
+    std = np.array(recipe.std, dtype=np.float64, copy=True)
+    for j, name in enumerate(CHANNELS):
+        if name.split("_")[0] not in keep:
+            std[j] = MASKED_STD
+    return dataclasses.replace(recipe, std=std)
+
+
+def recipe_sensors(recipe) -> Tuple[str, ...]:
+    """The sensors a recipe keeps (those whose channels are not masked)."""
+    std = np.asarray(recipe.std)
+    return tuple(s for s in SENSORS
+                 if any(std[j] < MASKED_STD / 10 for j, c in enumerate(CHANNELS) if c.startswith(s + "_")))
+
+
+@dataclass
+class Prepared:
+    """Tensors of one split.
+
+    Attributes:
+        recipe: Recipe fitted on the training windows (masked for --sensors).
+        x_train, y_train, x_test, y_test: Images and class indices.
+        split: The :class:`quantize.splits.Split`.
+    """
+
+    recipe: object
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    split: object
+
+
+def log(msg: str) -> None:
+    """One progress line on stderr."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def load(data_dir: Path, skip_bad: bool = False):
+    """Load cut lift windows through :func:`quantize.data.load_windows`."""
+    from .data import load_windows
+
+    t0 = time.perf_counter()
+    lw = load_windows(Path(data_dir), skip_bad=skip_bad)
+    log(f"loaded {len(lw.windows)} trials from {data_dir} ({time.perf_counter() - t0:.1f} s)")
+    return lw
+
+
+def make_run_split(lw, kind: str, seed: int, fold: int = 0, n_folds: Optional[int] = None, data: str = ""):
+    """Split a :class:`LabelledWindows` (see :func:`quantize.splits.make_split`)."""
+    from .splits import make_split
+
+    return make_split(kind, labels=np.asarray(lw.labels), subjects=np.asarray(lw.subjects),
+                      trial_ids=list(lw.trial_ids), seed=seed, fold=fold, n_folds=n_folds, data=data)
+
+
+def prepare(lw, split, sensors: Sequence[str] = SENSORS, progress: bool = True) -> Prepared:
+    """Fit the recipe on the training windows and tensorize both sides."""
+    from .data import fit_recipe, make_tensors
+
+    train_w = [lw.windows[i] for i in split.train_index]
+    test_w = [lw.windows[i] for i in split.test_index]
+    recipe = mask_recipe(fit_recipe(train_w), sensors)
+    x_train = make_tensors(train_w, recipe, progress=progress)
+    x_test = make_tensors(test_w, recipe, progress=progress)
+    labels = np.asarray(lw.labels, dtype=np.int64)
+    return Prepared(recipe, x_train, labels[split.train_index], x_test, labels[split.test_index], split)
+
+
+def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int = DEFAULT_BATCH, seed: int = 0,
+        validation: Optional[Tuple[np.ndarray, np.ndarray]] = None, label: str = "",
+        quiet: bool = False) -> Dict[str, object]:
+    """Train with early stopping on training loss; return history and timing.
+
+    Returns:
+        ``{"history": {metric: [per epoch]}, "epochs_run", "best_epoch", "seconds",
+        "seconds_per_epoch"}``.
+    """
+    import keras
+
+    if epochs < 1:
+        raise ConfigError(f"--epochs {epochs} must be at least 1")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size} must be at least 1")
+    keras.utils.set_random_seed(int(seed))
+    n_classes = len(CLASS_NAMES)
+    y_hot = keras.utils.to_categorical(y, n_classes)
+    val = None
+    if validation is not None and len(validation[0]):
+        val = (validation[0], keras.utils.to_categorical(validation[1], n_classes))
+
+    class EpochLine(keras.callbacks.Callback):
+        """Print one line per epoch to stderr."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if quiet:
+                return
+            logs = logs or {}
+            extra = ""
+            if "val_accuracy" in logs:
+                extra = f" test_acc {logs['val_accuracy']:.3f}"
+            log(f"{label}epoch {epoch + 1}/{epochs} loss {logs.get('loss', float('nan')):.4f} "
+                f"acc {logs.get('accuracy', float('nan')):.3f}{extra} ({time.perf_counter() - self._t:.1f} s)")
+
+    stopper = keras.callbacks.EarlyStopping(monitor="loss", min_delta=0, patience=PATIENCE,
+                                            restore_best_weights=True)
+    t0 = time.perf_counter()
+    hist = model.fit(x, y_hot, epochs=int(epochs), batch_size=int(batch_size), shuffle=True, verbose=0,
+                     validation_data=val, callbacks=[stopper, EpochLine()])
+    seconds = time.perf_counter() - t0
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    n_run = len(history.get("loss", []))
+    best = int(np.argmin(history["loss"])) + 1 if n_run else 0
+    return {"history": history, "epochs_run": n_run, "best_epoch": best, "seconds": seconds,
+            "seconds_per_epoch": seconds / max(1, n_run)}
+
+
+def predict(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities ``(n, 3)`` for images ``x``."""
+    if len(x) == 0:
+        return np.zeros((0, len(CLASS_NAMES)), dtype=np.float32)
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
+
+
+def write_predictions(path: Path, trial_ids: Sequence[str], subjects: Sequence[str],
+                      y_true: np.ndarray, probs: np.ndarray) -> None:
+    """``predictions.csv``: trial_id, subject, true, predicted, p_low, p_medium, p_high."""
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["trial_id", "subject", "true", "predicted"] + [f"p_{c}" for c in CLASS_NAMES])
+        for tid, subj, t, p in zip(trial_ids, subjects, y_true, probs):
+            w.writerow([tid, subj, CLASS_NAMES[int(t)], CLASS_NAMES[int(np.argmax(p))]]
+                       + [f"{v:.6f}" for v in p])
+
+
+def split_sentence(split) -> str:
+    """Describe a split in one sentence for reports."""
+    if split.kind == "random":
+        return (f"random stratified split (paper's 75/25), seed {split.seed}: "
+                f"{len(split.train)} training / {len(split.test)} test trials; test workers were also seen in training")
+    return (f"subject-wise split, fold {split.fold} of {split.n_folds}, seed {split.seed}: "
+            f"{len(split.train)} training / {len(split.test)} test trials; "
+            f"held-out workers {', '.join(split.test_subjects)} never seen in training")
+
+
+def train_run(data: Path, model_name: str, split_kind: str, seed: int, out: Path, *,
+              epochs: int = DEFAULT_EPOCHS, sensors: Sequence[str] = SENSORS, fold: int = 0,
+              n_folds: Optional[int] = None, batch_size: int = DEFAULT_BATCH, l2: Optional[float] = None,
+              dropout: Optional[float] = None, learning_rate: Optional[float] = None, skip_bad: bool = False,
+              quiet: bool = False, windows=None) -> dict:
+    """Train one model and write the run folder; return its metrics dict.
+
+    Args:
+        data: Data set directory.
+        model_name: One of :data:`quantize.models.MODEL_NAMES`.
+        split_kind: ``"random"`` or ``"subject"``.
+        seed: Seed of split, initial weights and batch order.
+        out: Run folder (created).
+        epochs: Maximum epochs.
+        sensors: Sensors kept (others masked through the recipe).
+        fold, n_folds: Subject fold (subject split only).
+        batch_size: Batch size.
+        l2, dropout, learning_rate: Hyperparameters (paper defaults when None).
+        skip_bad: Skip malformed trials.
+        quiet: No per-epoch lines.
+        windows: An already loaded :class:`LabelledWindows` (saves reloading).
+    """
+    from . import models as M
+    from .metrics import compute_metrics
+
+    l2 = M.DEFAULT_L2 if l2 is None else l2
+    dropout = M.DEFAULT_DROPOUT if dropout is None else dropout
+    learning_rate = M.DEFAULT_LEARNING_RATE if learning_rate is None else learning_rate
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lw = windows if windows is not None else load(data, skip_bad)
+    split = make_run_split(lw, split_kind, seed, fold, n_folds, data=str(Path(data).resolve()))
+    log(split_sentence(split))
+    prep = prepare(lw, split, sensors, progress=not quiet)
+    model = M.build_model(model_name, l2=l2, dropout=dropout, learning_rate=learning_rate, seed=seed)
+    log(f"model {model_name}: {model.count_params():,} parameters; at most {epochs} epochs")
+    result = fit(model, prep.x_train, prep.y_train, epochs=epochs, batch_size=batch_size, seed=seed,
+                 validation=(prep.x_test, prep.y_test), quiet=quiet)
+    log(f"trained {result['epochs_run']} epochs in {result['seconds']:.1f} s "
+        f"({result['seconds_per_epoch']:.2f} s/epoch); best training loss at epoch {result['best_epoch']}")
+    probs = predict(model, prep.x_test)
+    metrics = compute_metrics(prep.y_test, probs.argmax(axis=1))
+    config = {"model": model_name, "parameters": int(model.count_params()), "split": split_kind, "seed": seed,
+              "fold": split.fold, "n_folds": split.n_folds, "sensors": list(sensors), "epochs_max": epochs,
+              "epochs_run": result["epochs_run"], "best_epoch": result["best_epoch"],
+              "train_seconds": round(result["seconds"], 2), "seconds_per_epoch": round(result["seconds_per_epoch"], 3),
+              "batch_size": batch_size, "l2": l2, "dropout": dropout, "learning_rate": learning_rate,
+              "n_train": len(split.train), "n_test": len(split.test), "data": str(Path(data).resolve())}
+    save_run(out, model, prep, metrics, result["history"], probs, lw, config)
+    log(f"accuracy {metrics['accuracy']:.3f}, RK {metrics['rk']:.3f} on {metrics['n']} test trials; run in {out}")
+    return metrics
+
+
+def save_run(out: Path, model, prep: Prepared, metrics: dict, history: dict, probs: np.ndarray, lw,
+             config: dict) -> None:
+    """Write every file of a run folder, then ``report.md``."""
+    from .report import plot_confusion, plot_history, plot_swarm
+
+    out = Path(out)
+    model.save(out / "model.keras")
+    (out / "recipe.json").write_text(json.dumps(prep.recipe.to_dict(), indent=1) + "\n")
+    prep.split.save(out / "split.json")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    (out / "history.json").write_text(json.dumps(history, indent=1) + "\n")
+    (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    subjects = np.asarray(lw.subjects)
+    write_predictions(out / "predictions.csv", prep.split.test, subjects[prep.split.test_index], prep.y_test, probs)
+    name = config["model"]
+    plot_history(history, out / "training_curves.png", f"{name}, {config['split']} split, seed {config['seed']}")
+    plot_confusion(np.asarray(metrics["confusion"]), out / "confusion.png",
+                   f"{name}: row-normalised confusion (test)")
+    plot_swarm(prep.y_test, probs, out / "swarm.png", f"{name}: test predictions by true class")
+    write_report(out, metrics, config, prep.split)
+
+
+def write_report(out: Path, metrics: dict, config: dict, split) -> Path:
+    """``report.md`` of a run folder."""
+    from .models import PAPER_TITLES
+    from .report import flat_row, metrics_markdown, table4_row_markdown, write_markdown
+
+    name = config["model"]
+    sensors = config["sensors"]
+    sections = [
+        f"# Training run: {PAPER_TITLES.get(name, name)} (`{name}`)",
+        f"- Data: `{config['data']}` ({config['n_train'] + config['n_test']} trials)\n"
+        f"- Split: {split_sentence(split)}\n"
+        f"- Sensors: {', '.join(sensors)}"
+        + ("" if len(sensors) == len(SENSORS) else
+           " (other sensors' channels zeroed through the recipe's std; tensor stays 95x95x3)") + "\n"
+        f"- Model: {config['parameters']:,} parameters; Adam lr {config['learning_rate']:g}, "
+        f"L2 {config['l2']:g} on the softmax kernel, dropout {config['dropout']:g}, batch {config['batch_size']}\n"
+        f"- Training: {config['epochs_run']} of at most {config['epochs_max']} epochs "
+        f"(early stopping on training loss, patience {PATIENCE}, best weights from epoch {config['best_epoch']}), "
+        f"{config['train_seconds']:.1f} s ({config['seconds_per_epoch']:.2f} s/epoch)",
+        "## Test results\n\n" + metrics_markdown(metrics),
+        "## Next to the paper's Table 4\n\nThe paper used a random 75/25 split of the NIOSH data (180 test "
+        "trials); ours is " + ("the same kind of split" if config["split"] == "random" else
+                               "a subject-wise split, which is harder") + " on this data set.\n\n"
+        + table4_row_markdown(name, flat_row(metrics)),
+        "## Plots\n\n"
+        "Training curves (the test curve is drawn for information only; stopping used training loss):\n\n"
+        "![training curves](training_curves.png)\n\n"
+        "Row-normalised confusion matrix (rows true, columns predicted; counts in brackets):\n\n"
+        "![confusion](confusion.png)\n\n"
+        "Test predictions by true class (y = expected class index Σ c·p_c; colour = predicted class):\n\n"
+        "![swarm](swarm.png)",
+        "## Files\n\n`model.keras` (load with `quantize.models.load_model`), `recipe.json` (the tensor recipe "
+        "fitted on the training trials), `split.json`, `config.json`, `metrics.json`, `history.json`, "
+        "`predictions.csv`.",
+    ]
+    return write_markdown(Path(out) / "report.md", sections)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``quantize train``."""
+    from .report import flat_row, table4_row_markdown
+
+    sensors = parse_sensors(args.sensors)
+    if args.split == "random" and args.fold:
+        raise ConfigError("--fold only applies to --split subject")
+    if not Path(args.data).is_dir():
+        raise ConfigError(f"--data {args.data}: not a directory; expected a data set folder with index.csv")
+    metrics = train_run(args.data, args.model, args.split, args.seed, args.out, epochs=args.epochs,
+                        sensors=sensors, fold=args.fold, n_folds=args.n_folds, batch_size=args.batch_size,
+                        l2=args.l2, dropout=args.dropout, learning_rate=args.lr, skip_bad=args.skip_bad,
+                        quiet=args.quiet)
+    print(f"{args.model} ({args.split} split, seed {args.seed}) next to the paper's Table 4:")
+    print(table4_row_markdown(args.model, flat_row(metrics)))
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
