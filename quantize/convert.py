@@ -1,0 +1,412 @@
+"""``quantize convert``: a trained run's Keras model to float32 and int8 TFLite, with a parity report.
+
+Reads a run folder written by ``quantize train`` (``model.keras``,
+``recipe.json``, ``split.json``), rebuilds the run's training and test tensors
+through :mod:`quantize.data` (so through :mod:`edge.signal_path`), and writes
+into the run folder:
+
+``model_float32.tflite``
+    Plain float conversion, for comparison.
+``model_int8.tflite``
+    Full-integer post-training quantization: int8 weights and activations,
+    int8 input and output tensors, only ``TFLITE_BUILTINS_INT8`` ops (what
+    Coral's ``edgetpu_compiler`` accepts). The calibration
+    (``representative_dataset``) is a seeded sample of the run's *training*
+    tensors, never test data.
+``parity.json`` / ``parity.md``
+    Keras float vs TFLite float vs TFLite int8 on the run's test split:
+    accuracy, RK, precision/recall/F per class, argmax agreement with Keras and
+    the largest probability difference. Targets: agreement >= 99 %, int8
+    accuracy at most 0.5 points below Keras.
+
+The int8 model is run the way the hub runs it: inputs quantized with the
+model's own scale and zero point (:func:`edge.signal_path.quantize_int8`),
+outputs dequantized with its own output parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edge.errors import ConfigError, DataError
+
+HELP = "convert a run's Keras model to float32 and full-integer int8 TFLite; write the parity report"
+
+#: Parity targets of issue 5.
+TARGET_AGREEMENT = 0.99
+TARGET_ACCURACY_DROP_POINTS = 0.5
+
+FLOAT_MODEL = "model_float32.tflite"
+INT8_MODEL = "model_int8.tflite"
+PARITY_JSON = "parity.json"
+PARITY_MD = "parity.md"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``convert``'s flags."""
+    parser.add_argument("--run", required=True, type=Path, help="run folder written by 'quantize train'")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="data set folder (default: the one recorded in RUN/split.json)")
+    parser.add_argument("--representative", type=int, default=300, metavar="N",
+                        help="training tensors used to calibrate int8 ranges (default 300)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for drawing the calibration sample")
+    parser.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads for the parity run")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Convert and print the parity table."""
+    parity = convert_run(args.run, data_dir=args.data, n_representative=args.representative,
+                         seed=args.seed, num_threads=args.threads)
+    print(parity_markdown(parity))
+    print(f"wrote {Path(args.run) / FLOAT_MODEL}, {Path(args.run) / INT8_MODEL}, "
+          f"{Path(args.run) / PARITY_JSON}, {Path(args.run) / PARITY_MD}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------- run folder
+
+def read_json(path: Path, what: str) -> Any:
+    """Read a JSON file of a run folder with a clear error."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: missing; expected the {what} written by 'quantize train'") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable {what}: {exc}") from None
+
+
+def read_split(run_dir: Path) -> Dict[str, Any]:
+    """Read and check ``RUN/split.json``."""
+    split = read_json(Path(run_dir) / "split.json", "split.json")
+    for key in ("train", "test"):
+        if not isinstance(split.get(key), list):
+            raise ConfigError(f"{Path(run_dir) / 'split.json'}: field {key!r} is {split.get(key)!r}; "
+                              f"expected a list of trial ids")
+    return split
+
+
+def data_dir_of(run_dir: Path, split: Dict[str, Any], data_dir: Optional[Path]) -> Path:
+    """The data set folder: ``data_dir`` if given, else the one in split.json."""
+    if data_dir is not None:
+        d = Path(data_dir)
+    else:
+        recorded = split.get("data") or ""
+        if not recorded:
+            raise ConfigError(f"{Path(run_dir) / 'split.json'} records no data folder; pass --data DIR")
+        d = Path(recorded)
+        if not d.is_absolute() and not d.exists() and (Path(run_dir) / d).exists():
+            d = Path(run_dir) / d
+    if not d.is_dir():
+        raise ConfigError(f"data folder {d} does not exist; pass --data DIR (the data set the run was trained on)")
+    return d
+
+
+def load_run_windows(run_dir: Path, data_dir: Optional[Path] = None, progress: bool = True):
+    """Load the run's recipe and its train and test windows.
+
+    Returns:
+        ``(recipe, train, test)`` where train/test are
+        :class:`quantize.data.LabelledWindows` in split.json order.
+    """
+    from edge.signal_path import TensorRecipe
+
+    from .data import load_windows
+
+    run_dir = Path(run_dir)
+    recipe_path = run_dir / "recipe.json"
+    if not recipe_path.is_file():
+        raise ConfigError(f"{recipe_path}: missing; expected the recipe written by 'quantize train'")
+    recipe = TensorRecipe.load(recipe_path)
+    split = read_split(run_dir)
+    data = data_dir_of(run_dir, split, data_dir)
+    windows = load_windows(data, progress=progress)
+    known = set(windows.trial_ids)
+    for key in ("train", "test"):
+        missing = [t for t in split[key] if t not in known]
+        if missing:
+            raise DataError(f"{run_dir / 'split.json'}: {key} trial {missing[0]!r} is not in {data} "
+                            f"({len(missing)} missing); pass --data with the data set the run was trained on")
+    if not split["test"]:
+        raise DataError(f"{run_dir / 'split.json'}: the test split is empty; parity needs test trials")
+    return recipe, windows.select(split["train"]), windows.select(split["test"])
+
+
+# --------------------------------------------------------------- conversion
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Keep the converter's chatter (concrete function dumps) off stdout."""
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink):
+        yield
+
+
+#: Builtin ops the Edge TPU compiler maps to the TPU (Coral's "supported operations" table).
+EDGETPU_OPS = frozenset({
+    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "EXPAND_DIMS",
+    "FULLY_CONNECTED", "L2_NORMALIZATION", "LOGISTIC", "UNIDIRECTIONAL_SEQUENCE_LSTM", "MAXIMUM",
+    "MAX_POOL_2D", "MEAN", "MINIMUM", "MUL", "PACK", "PAD", "PRELU", "QUANTIZE", "DEQUANTIZE",
+    "REDUCE_MAX", "REDUCE_MIN", "RELU", "RELU6", "RELU_N1_TO_1", "RESHAPE", "RESIZE_BILINEAR",
+    "RESIZE_NEAREST_NEIGHBOR", "RSQRT", "SLICE", "SOFTMAX", "SPACE_TO_DEPTH", "SPLIT", "SQUEEZE",
+    "STRIDED_SLICE", "SUB", "SUM", "SQUARED_DIFFERENCE", "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
+    "HARD_SWISH", "GATHER",
+})
+
+
+def fixed_batch(model: Any) -> Any:
+    """Wrap a Keras model with a batch size of 1 fixed in its input.
+
+    With a dynamic batch the converter emits SHAPE/STRIDED_SLICE/PACK ops to
+    compute the Flatten shape at run time; with batch 1 the shapes are static
+    and the graph is only the model's own layers (which the Edge TPU compiler
+    needs: it cannot map dynamic-shape ops). Weights are shared, not copied,
+    and inference mode (dropout off, batch norm with moving statistics) is used.
+    """
+    import keras
+
+    shape = tuple(model.inputs[0].shape[1:])
+    inputs = keras.Input(shape=shape, batch_size=1, name="image")
+    outputs = model(inputs, training=False)
+    return keras.Model(inputs, outputs, name=f"{model.name}_b1")
+
+
+def convert_float(model: Any) -> bytes:
+    """Convert a Keras model to a float32 ``.tflite`` (bytes), batch size 1."""
+    import tensorflow as tf
+
+    with _quiet():
+        converter = tf.lite.TFLiteConverter.from_keras_model(fixed_batch(model))
+        return bytes(converter.convert())
+
+
+def representative_sample(train_tensors: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Draw up to ``n`` training tensors (seeded, without replacement) for int8 calibration."""
+    if len(train_tensors) == 0:
+        raise DataError("no training tensors to calibrate int8 ranges on; expected at least 1")
+    rng = np.random.default_rng(seed)
+    k = min(int(n), len(train_tensors))
+    idx = np.sort(rng.choice(len(train_tensors), size=k, replace=False))
+    return np.asarray(train_tensors[idx], dtype=np.float32)
+
+
+def convert_int8(model: Any, representative: np.ndarray) -> bytes:
+    """Full-integer post-training quantization with int8 input and output.
+
+    Args:
+        model: The Keras float model.
+        representative: Calibration tensors ``(k, 95, 95, 3)`` float32 drawn
+            from the training split.
+
+    Returns:
+        The ``.tflite`` bytes.
+    """
+    import tensorflow as tf
+
+    def dataset() -> Iterator[List[np.ndarray]]:
+        for i in range(len(representative)):
+            yield [representative[i: i + 1]]
+
+    with _quiet():
+        converter = tf.lite.TFLiteConverter.from_keras_model(fixed_batch(model))
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+        try:
+            return bytes(converter.convert())
+        except Exception as exc:  # the converter raises ConverterError and others
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"full-integer int8 conversion of model {model.name!r} failed "
+                              f"(only TFLITE_BUILTINS_INT8 ops are allowed): {first}") from None
+
+
+def model_ops(model_bytes: bytes) -> List[str]:
+    """Names of the builtin operators a ``.tflite`` model uses (for the Edge TPU check)."""
+    try:
+        from ai_edge_litert import schema_py_generated as schema  # type: ignore
+    except ImportError:  # pragma: no cover - older stacks
+        from tensorflow.lite.python import schema_py_generated as schema  # type: ignore
+    model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    ops = []
+    for code in model.operatorCodes or []:
+        builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+        name = names.get(builtin, f"CUSTOM:{code.customCode!r}" if code.customCode else str(builtin))
+        if name not in ops:
+            ops.append(name)
+    return ops
+
+
+def tflite_probs(model_bytes: bytes, x: np.ndarray, *, num_threads: int = 1, progress: str = "") -> np.ndarray:
+    """Run a ``.tflite`` model on float tensors; return float probabilities ``(N, classes)``.
+
+    int8 models get their input quantized with the model's own scale and zero
+    point and their output dequantized, exactly as :class:`edge.bundle.LoadedBundle` does.
+    """
+    from edge.runtime import make_interpreter
+    from edge.signal_path import dequantize_int8, quantize_int8
+
+    interpreter, _ = make_interpreter(model_bytes, num_threads=num_threads)
+    d_in, d_out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    int8_in = np.dtype(d_in["dtype"]) == np.int8
+    int8_out = np.dtype(d_out["dtype"]) == np.int8
+    s_in, z_in = d_in["quantization"]
+    s_out, z_out = d_out["quantization"]
+    out = np.empty((len(x), int(d_out["shape"][-1])), dtype=np.float32)
+    items: Sequence[int] = range(len(x))
+    if progress:
+        try:
+            from tqdm import tqdm
+            items = tqdm(items, desc=progress, unit="window", file=sys.stderr, leave=False)
+        except ImportError:
+            pass
+    for i in items:
+        xi = x[i: i + 1]
+        feed = quantize_int8(xi, s_in, z_in) if int8_in else xi.astype(np.float32)
+        interpreter.set_tensor(d_in["index"], feed)
+        interpreter.invoke()
+        y = interpreter.get_tensor(d_out["index"])[0]
+        out[i] = dequantize_int8(y, s_out, z_out) if int8_out else y
+    return out
+
+
+def _metrics(y_true: np.ndarray, probs: np.ndarray) -> Dict[str, Any]:
+    from .metrics import compute_metrics
+
+    return compute_metrics(y_true, np.argmax(probs, axis=1))
+
+
+def parity_report(keras_probs: np.ndarray, float_probs: np.ndarray, int8_probs: np.ndarray,
+                  y_true: np.ndarray) -> Dict[str, Any]:
+    """Compare the three models on the same test tensors.
+
+    Returns:
+        ``{"n_test", "models": {"keras"|"tflite_float32"|"tflite_int8": {metrics...,
+        "agreement_with_keras", "max_prob_diff_vs_keras"}}, "int8_accuracy_drop_points",
+        "targets": {...}, "met": bool}``.
+    """
+    y_true = np.asarray(y_true)
+    keras_pred = np.argmax(keras_probs, axis=1)
+    models: Dict[str, Dict[str, Any]] = {}
+    for name, probs in (("keras", keras_probs), ("tflite_float32", float_probs), ("tflite_int8", int8_probs)):
+        m = _metrics(y_true, probs)
+        m["agreement_with_keras"] = float(np.mean(np.argmax(probs, axis=1) == keras_pred)) if len(y_true) else 0.0
+        m["max_prob_diff_vs_keras"] = float(np.max(np.abs(probs - keras_probs))) if len(y_true) else 0.0
+        models[name] = m
+    drop = 100.0 * (models["keras"]["accuracy"] - models["tflite_int8"]["accuracy"])
+    agreement = models["tflite_int8"]["agreement_with_keras"]
+    met_agreement = agreement >= TARGET_AGREEMENT
+    met_drop = drop <= TARGET_ACCURACY_DROP_POINTS
+    return {
+        "n_test": int(len(y_true)),
+        "models": models,
+        "int8_accuracy_drop_points": float(drop),
+        "targets": {"agreement_with_keras": f">= {TARGET_AGREEMENT:.0%}",
+                    "accuracy_drop_points": f"<= {TARGET_ACCURACY_DROP_POINTS}",
+                    "agreement_met": bool(met_agreement), "accuracy_drop_met": bool(met_drop)},
+        "met": bool(met_agreement and met_drop),
+    }
+
+
+def parity_markdown(parity: Dict[str, Any]) -> str:
+    """The parity table as markdown."""
+    from edge.layout import CLASS_NAMES
+
+    head = ["model", "accuracy", "RK"] + [f"F {c}" for c in CLASS_NAMES] + ["agree w/ Keras", "max |dp|"]
+    lines = [f"## int8 parity on the test split ({parity['n_test']} windows)", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, m in parity["models"].items():
+        row = [name, f"{m['accuracy']:.4f}", f"{m['rk']:.4f}"] + [f"{m[c]['f1']:.4f}" for c in CLASS_NAMES]
+        row += [f"{m['agreement_with_keras']:.2%}", f"{m['max_prob_diff_vs_keras']:.4f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    t = parity["targets"]
+    lines += ["", f"- int8 argmax agreement with Keras: {parity['models']['tflite_int8']['agreement_with_keras']:.2%} "
+              f"(target {t['agreement_with_keras']}): {'met' if t['agreement_met'] else 'MISSED'}",
+              f"- int8 accuracy drop vs Keras: {parity['int8_accuracy_drop_points']:+.2f} points "
+              f"(target {t['accuracy_drop_points']}): {'met' if t['accuracy_drop_met'] else 'MISSED'}"]
+    if "int8_model" in parity:
+        im = parity["int8_model"]
+        lines += [f"- int8 model: {im['bytes']} bytes, input scale {im['input_scale']:.6g} zero point "
+                  f"{im['input_zero_point']}, output scale {im['output_scale']:.6g} zero point "
+                  f"{im['output_zero_point']}; ops: {', '.join(im['ops'])}",
+                  f"- ops the Edge TPU compiler would leave on the CPU: "
+                  f"{', '.join(im.get('ops_not_on_edgetpu') or []) or 'none'}",
+                  f"- calibration: {im['representative']} training tensors (seed {im['seed']})"]
+    return "\n".join(lines) + "\n"
+
+
+def convert_model(model: Any, train_tensors: np.ndarray, *, n_representative: int = 300,
+                  seed: int = 0) -> Tuple[bytes, bytes]:
+    """Convert to float32 and int8 TFLite; returns ``(float_bytes, int8_bytes)``."""
+    rep = representative_sample(train_tensors, n_representative, seed)
+    print(f"convert: float32 ...", file=sys.stderr, flush=True)
+    float_bytes = convert_float(model)
+    print(f"convert: int8 (calibrating on {len(rep)} training tensors) ...", file=sys.stderr, flush=True)
+    int8_bytes = convert_int8(model, rep)
+    return float_bytes, int8_bytes
+
+
+def int8_io(model_bytes: bytes) -> Dict[str, Any]:
+    """Input/output quantization of an int8 ``.tflite``: scales, zero points, shapes, dtypes."""
+    from edge.runtime import make_interpreter
+
+    interpreter, _ = make_interpreter(model_bytes)
+    d_in, d_out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    return {"input_scale": float(d_in["quantization"][0]), "input_zero_point": int(d_in["quantization"][1]),
+            "output_scale": float(d_out["quantization"][0]), "output_zero_point": int(d_out["quantization"][1]),
+            "input_shape": [int(v) for v in d_in["shape"]], "output_shape": [int(v) for v in d_out["shape"]],
+            "input_dtype": np.dtype(d_in["dtype"]).name, "output_dtype": np.dtype(d_out["dtype"]).name}
+
+
+def convert_run(run_dir: Path, *, data_dir: Optional[Path] = None, n_representative: int = 300,
+                seed: int = 0, num_threads: int = 2, progress: bool = True) -> Dict[str, Any]:
+    """Convert a run folder's model and write the TFLite files and the parity report.
+
+    Returns:
+        The parity dict (also written to ``RUN/parity.json``).
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .data import make_tensors
+    from .models import load_model
+
+    run_dir = Path(run_dir)
+    t0 = time.perf_counter()
+    model = load_model(run_dir / "model.keras")
+    recipe, train, test = load_run_windows(run_dir, data_dir, progress=progress)
+    print(f"convert: {len(train.windows)} training and {len(test.windows)} test windows", file=sys.stderr)
+    rng = np.random.default_rng(seed)
+    k = min(int(n_representative), len(train.windows))
+    rep_idx = np.sort(rng.choice(len(train.windows), size=k, replace=False))
+    rep_tensors = make_tensors([train.windows[i] for i in rep_idx], recipe, progress=progress)
+    test_tensors = make_tensors(test.windows, recipe, progress=progress)
+    float_bytes, int8_bytes = convert_model(model, rep_tensors, n_representative=k, seed=seed)
+    (run_dir / FLOAT_MODEL).write_bytes(float_bytes)
+    (run_dir / INT8_MODEL).write_bytes(int8_bytes)
+    print("convert: Keras predictions ...", file=sys.stderr, flush=True)
+    keras_probs = np.asarray(model.predict(test_tensors, batch_size=32, verbose=0), dtype=np.float32)
+    float_probs = tflite_probs(float_bytes, test_tensors, num_threads=num_threads,
+                               progress="tflite float32" if progress else "")
+    int8_probs = tflite_probs(int8_bytes, test_tensors, num_threads=num_threads,
+                              progress="tflite int8" if progress else "")
+    parity = parity_report(keras_probs, float_probs, int8_probs, test.labels)
+    io_info = int8_io(int8_bytes)
+    ops = model_ops(int8_bytes)
+    parity["int8_model"] = dict(io_info, bytes=len(int8_bytes), ops=ops,
+                                ops_not_on_edgetpu=[o for o in ops if o not in EDGETPU_OPS],
+                                representative=int(k), seed=int(seed))
+    parity["float_model"] = {"bytes": len(float_bytes)}
+    parity["seconds"] = round(time.perf_counter() - t0, 2)
+    (run_dir / PARITY_JSON).write_text(json.dumps(parity, indent=1) + "\n")
+    (run_dir / PARITY_MD).write_text(parity_markdown(parity))
+    return parity
