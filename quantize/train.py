@@ -303,13 +303,29 @@ def train_run(data: Path, model_name: str, split_kind: str, seed: int, out: Path
     return metrics
 
 
+def save_model(model, path: Path) -> Path:
+    """Save architecture and weights as ``model.keras`` without the optimizer state.
+
+    Keras 3 always stores the Adam moments with a compiled model (3x the
+    weights: 104 MB instead of 35 MB for ``proposed``); an uncompiled clone
+    with the trained weights holds everything inference, conversion and
+    saliency need. Load with :func:`quantize.models.load_model`.
+    """
+    import keras
+
+    clean = keras.models.clone_model(model)
+    clean.set_weights(model.get_weights())
+    clean.save(path)
+    return Path(path)
+
+
 def save_run(out: Path, model, prep: Prepared, metrics: dict, history: dict, probs: np.ndarray, lw,
              config: dict) -> None:
     """Write every file of a run folder, then ``report.md``."""
     from .report import plot_confusion, plot_history, plot_swarm
 
     out = Path(out)
-    model.save(out / "model.keras")
+    save_model(model, out / "model.keras")
     (out / "recipe.json").write_text(json.dumps(prep.recipe.to_dict(), indent=1) + "\n")
     prep.split.save(out / "split.json")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")

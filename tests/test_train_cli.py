@@ -1,0 +1,128 @@
+"""End-to-end tests of ``quantize train`` on a tiny random data set (1-2 epochs)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import numpy as np
+import pytest
+
+from edge.dataset import DatasetWriter
+from edge.layout import SENSORS
+from edge.signal_path import TensorRecipe, tensorize, unwrap_image
+from quantize.__main__ import main as quantize_main
+
+
+def make_tiny_dataset(root, n_subjects=4, reps=1, n_samples=160, seed=0):
+    """4 subjects x 12 zones x reps random trials; the lift carries a zone-dependent wave."""
+    rng = np.random.default_rng(seed)
+    with DatasetWriter(root, source="tiny random test data") as w:
+        for s in range(n_subjects):
+            for zone in range(1, 13):
+                for r in range(reps):
+                    x = rng.normal(0, 0.2, (n_samples, 36))
+                    x[:, 0::6] += 1.0  # gravity-ish on accel x
+                    x[50:110] += (zone % 3 + 1) * np.sin(np.arange(60) / (2.0 + zone % 4))[:, None]
+                    ts = 1.7e9 + np.arange(n_samples) / 25.0
+                    w.add_trial(f"S{s}_Z{zone:02d}_R{r}", f"S{s}", zone, x, ts, 50, 110)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return make_tiny_dataset(tmp_path_factory.mktemp("tiny") / "data")
+
+
+@pytest.fixture(scope="module")
+def proposed_run(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "proposed"
+    code = quantize_main(["train", "--data", str(tiny_data), "--model", "proposed", "--split", "subject",
+                          "--seed", "1", "--out", str(out), "--epochs", "2"])
+    assert code == 0
+    return out
+
+
+def test_run_folder_is_complete(proposed_run, capsys):
+    for name in ("model.keras", "recipe.json", "split.json", "metrics.json", "history.json", "config.json",
+                 "predictions.csv", "training_curves.png", "confusion.png", "swarm.png", "report.md"):
+        assert (proposed_run / name).is_file(), name
+    metrics = json.loads((proposed_run / "metrics.json").read_text())
+    for key in ("accuracy", "rk", "confusion"):
+        assert key in metrics
+    for cls in ("low", "medium", "high"):
+        assert set(metrics[cls]) >= {"precision", "recall", "f1"}
+    conf = np.array(metrics["confusion"])
+    assert conf.shape == (3, 3) and conf.sum() == metrics["n"]
+    split = json.loads((proposed_run / "split.json").read_text())
+    assert split["kind"] == "subject" and split["seed"] == 1
+    assert not set(split["train"]) & set(split["test"])
+    assert len(split["train"]) + len(split["test"]) == 48
+    held_out = set(split["test_subjects"])
+    assert held_out and all(t.split("_")[0] not in held_out for t in split["train"])
+    history = json.loads((proposed_run / "history.json").read_text())
+    assert len(history["loss"]) == 2
+    # report.md links every PNG, and they exist
+    report = (proposed_run / "report.md").read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert set(links) == {"training_curves.png", "confusion.png", "swarm.png"}
+    assert "0.906" in report  # the paper's accuracy stands beside ours
+    TensorRecipe.from_dict(json.loads((proposed_run / "recipe.json").read_text()))
+
+
+def test_reloaded_run_reproduces_its_predictions(proposed_run, tiny_data):
+    from quantize.data import load_windows, make_tensors
+    from quantize.models import load_model
+
+    recipe = TensorRecipe.from_dict(json.loads((proposed_run / "recipe.json").read_text()))
+    split = json.loads((proposed_run / "split.json").read_text())
+    lw = load_windows(tiny_data, progress=False).select(split["test"])
+    x = make_tensors(lw.windows, recipe, progress=False)
+    probs = load_model(proposed_run / "model.keras").predict(x, verbose=0)
+    with open(proposed_run / "predictions.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["trial_id"] for r in rows] == split["test"]
+    saved = np.array([[float(r["p_low"]), float(r["p_medium"]), float(r["p_high"])] for r in rows])
+    assert np.allclose(probs, saved, atol=2e-6)
+    metrics = json.loads((proposed_run / "metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(np.mean(probs.argmax(1) == lw.labels))
+
+
+def test_sensor_subset_zeroes_other_sensors_through_the_recipe(tiny_data, tmp_path, capsys):
+    out = tmp_path / "three"
+    code = quantize_main(["train", "--data", str(tiny_data), "--model", "mlp", "--split", "random",
+                          "--seed", "0", "--out", str(out), "--epochs", "1", "--sensors", "RtWt,Back,LtWt"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Accuracy" in printed and "0.567" in printed  # MLP row beside the paper's
+    config = json.loads((out / "config.json").read_text())
+    assert config["sensors"] == ["LtWt", "RtWt", "Back"]
+    recipe = TensorRecipe.from_dict(json.loads((out / "recipe.json").read_text()))
+    from quantize.data import load_windows
+
+    window = load_windows(tiny_data, progress=False).windows[0]
+    rows = np.abs(unwrap_image(tensorize(window, recipe))).max(axis=(1, 2))  # 12 rows: sensor x (A, G)
+    for i, sensor in enumerate(SENSORS):
+        kept = sensor in ("LtWt", "RtWt", "Back")
+        assert (rows[2 * i] > 0.1) == kept and (rows[2 * i + 1] > 0.1) == kept, sensor
+        if not kept:
+            assert rows[2 * i] < 1e-20 and rows[2 * i + 1] < 1e-20
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sensors", "Back,Nose"], "'Nose' is not a sensor"),
+    (["--split", "random", "--fold", "2"], "--fold only applies to --split subject"),
+    (["--epochs", "0"], "--epochs 0 must be at least 1"),
+])
+def test_bad_flags_give_one_clear_line(tiny_data, tmp_path, capsys, argv, message):
+    code = quantize_main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "r"), "--model", "cnn"] + argv)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert message in err and "Traceback" not in err
+
+
+def test_missing_data_dir_is_reported(tmp_path, capsys):
+    code = quantize_main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 1 and "not a directory" in err and "nowhere" in err
