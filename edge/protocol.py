@@ -952,11 +952,13 @@ class FlashAck(Message):
 @_register
 @dataclasses.dataclass(frozen=True)
 class FlashEnd(Message):
-    """All bytes sent; verify and install (type 0x53). Payload: ``transfer_id`` u32, ``dry_run`` u8.
+    """All bytes sent; verify and install (type 0x53).
 
-    The hub checks the size and sha256 given in FlashBegin, verifies the
-    bundle, runs its self-test, switches atomically (unless ``dry_run``) and
-    answers FlashResult.
+    Payload: ``transfer_id`` u32, ``flags`` u8 (bit 0 dry run: check without
+    installing; bit 1 force: accept an older or same version). The hub
+    checks the size and sha256 given in FlashBegin, verifies the bundle, runs
+    its self-test, switches atomically (unless ``dry_run``) and answers
+    FlashResult.
     """
 
     TYPE: ClassVar[int] = 0x53

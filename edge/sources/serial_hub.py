@@ -1,0 +1,542 @@
+"""``serial://``: a microcontroller sensor hub speaking the LiftGuard serial protocol.
+
+URL format::
+
+    serial:///dev/ttyACM0                    a device path (absolute)
+    serial:///dev/ttyACM0?baud=921600        with options (below)
+    serial://COM3?baud=921600                a Windows port name
+    serial://socket://10.0.0.5:7000          any pyserial URL (serial_for_url):
+    serial://rfc2217://rig-3:4000?baud=...   socket://, rfc2217://, spy://, ...
+
+Everything after ``serial://`` up to ``?`` is handed to
+:func:`serial.serial_for_url`; a path there may be a udev symlink such as
+``/dev/serial/by-id/...`` (recommended: it survives re-plugging), and the
+emulator's ``pty_link`` works the same way. pyserial's ``loop://`` is not
+useful here: it buffers only 4 KiB.
+
+Options (query string):
+
+``baud``
+    Baud rate (default 921600). USB CDC ports ignore it.
+``hello``
+    Seconds :meth:`SerialHubSource.open` waits for the sensor hub's
+    ``Capabilities`` after sending ``Hello`` (default 1.0). Without an answer
+    the source carries on with :mod:`edge.layout`'s full scales and says so in
+    a status event.
+``silence``
+    Seconds without any valid frame after which the link is reported
+    ``lost`` (default 1.0); it is reported ``connected`` again with the next
+    frame.
+``stuck``
+    Consecutive samples with all six raw values of a sensor identical after
+    which it is reported ``fault`` ("stuck") (default 50, two seconds at
+    25 Hz; a real IMU's noise changes the lowest bits every sample).
+``backoff`` / ``backoff_max``
+    First and largest delay between attempts to reopen a port that
+    disappeared (defaults 0.2 s and 5 s, doubling).
+``clock``
+    ``host`` (default): ``t_host`` of each reading is the host's monotonic
+    arrival time. ``device``: ``t_host`` is the host time of the first frame
+    plus the sensor hub's elapsed clock, so an emulator playing N× faster
+    than real time looks like real time to the aligner (tests, rigs).
+``buzz_ack``
+    Seconds :meth:`SerialHubSource.send_buzz` waits for the Ack (default 0.5).
+
+What the source yields:
+
+* six :class:`~edge.sources.base.SensorReading` per ``SampleFrame``, one per
+  sensor whose validity bit is set, raw int16 scaled to g and deg/s by the
+  full scales in ``Capabilities`` (``t_sensor`` is the sensor hub's clock in
+  seconds, ``seq`` the frame's sequence number);
+* :class:`~edge.sources.base.SourceStatus` when a sensor is lost (validity
+  bit cleared, or a ``Status`` saying so) or comes back, is stuck or
+  faulted (``Fault`` messages, ``Status`` fault codes); when the link goes
+  silent, is unplugged (``lost``, then ``reconnecting`` per attempt with
+  backoff, ``connected`` once reopened) or is closed (``closed``).
+
+Everything odd on the wire (garbage, bad CRC, truncated frames, unknown
+types, out-of-range values, repeated, reordered or skipped sequence numbers)
+is counted by :class:`edge.protocol.FrameDecoder`; :meth:`health` reports
+those counters with the source's own (readings, stuck, reconnects, buzzes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple
+from urllib.parse import parse_qs
+
+import numpy as np
+
+from ..errors import ConfigError, ProtocolError, SourceError
+from ..layout import ACCEL_FULL_SCALE_G, GYRO_FULL_SCALE_DPS, SENSORS
+from ..protocol import (Ack, Buzz, Capabilities, Fault, FaultCode, Feature, FrameDecoder, Hello,
+                        Message, Nak, SampleFrame, SensorState, Status, encode_message, raw_to_units)
+from .base import ImuSource, SensorReading, SourceEvent, SourceStatus
+
+DEFAULT_BAUD = 921600
+
+_OPTIONS: Dict[str, Tuple[type, Any]] = {
+    "baud": (int, DEFAULT_BAUD),
+    "hello": (float, 1.0),
+    "silence": (float, 1.0),
+    "stuck": (int, 50),
+    "backoff": (float, 0.2),
+    "backoff_max": (float, 5.0),
+    "clock": (str, "host"),
+    "buzz_ack": (float, 0.5),
+}
+
+_CLOSED = object()  # end-of-stream marker in the queue
+
+
+def parse_serial_url(url: str) -> Tuple[str, Dict[str, Any]]:
+    """Split a ``serial://`` URL into the pyserial port (path or URL) and options.
+
+    Args:
+        url: See the module docstring.
+
+    Returns:
+        ``(port, options)`` with every option present (defaults filled in).
+
+    Raises:
+        ConfigError: Wrong scheme, empty port, unknown option or bad value,
+            each named with what was expected.
+    """
+    prefix = "serial://"
+    if not url.startswith(prefix):
+        raise ConfigError(f"source URL {url!r}: expected serial://PORT (e.g. serial:///dev/ttyACM0?baud=921600)")
+    rest = url[len(prefix):]
+    port, _, query = rest.partition("?")
+    if not port:
+        raise ConfigError(f"source URL {url!r}: no port; expected serial:///dev/ttyACM0 or serial://socket://HOST:PORT")
+    options: Dict[str, Any] = {key: default for key, (_, default) in _OPTIONS.items()}
+    for key, values in parse_qs(query, keep_blank_values=True).items():
+        if key not in _OPTIONS:
+            raise ConfigError(f"source URL {url!r}: unknown option {key!r}; expected one of "
+                              + ", ".join(sorted(_OPTIONS)))
+        kind = _OPTIONS[key][0]
+        try:
+            options[key] = kind(values[-1])
+        except ValueError:
+            raise ConfigError(f"source URL {url!r}: {key}={values[-1]!r} is not "
+                              f"{'an integer' if kind is int else 'a number'}") from None
+    if options["baud"] <= 0:
+        raise ConfigError(f"source URL {url!r}: baud={options['baud']}; expected a positive rate")
+    for key in ("hello", "silence", "backoff", "backoff_max", "buzz_ack"):
+        if options[key] <= 0:
+            raise ConfigError(f"source URL {url!r}: {key}={options[key]:g}; expected a positive number of seconds")
+    if options["stuck"] < 2:
+        raise ConfigError(f"source URL {url!r}: stuck={options['stuck']}; expected at least 2 samples")
+    if options["clock"] not in ("host", "device"):
+        raise ConfigError(f"source URL {url!r}: clock={options['clock']!r}; expected 'host' or 'device'")
+    return port, options
+
+
+class SerialHubSource(ImuSource):
+    """The six IMUs of a microcontroller sensor hub on a serial port.
+
+    A reader thread owns the port: it reads, decodes with
+    :class:`~edge.protocol.FrameDecoder`, turns messages into events and
+    hands them to the event loop; it also reopens the port after an unplug.
+
+    Args:
+        url: ``serial://PORT[?options]`` (see the module docstring).
+        serial_for_url: Factory used to open the port (default
+            :func:`serial.serial_for_url`); tests may inject one.
+        clock: Monotonic clock, seconds.
+    """
+
+    scheme = "serial"
+
+    def __init__(self, url: str, *, serial_for_url: Optional[Callable[..., Any]] = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(url)
+        self.port_name, self.options = parse_serial_url(url)
+        if serial_for_url is None:
+            import serial  # pyserial; imported here so edge.sources stays light
+
+            serial_for_url = serial.serial_for_url
+        self._serial_for_url = serial_for_url
+        self.clock = clock
+        self.decoder = FrameDecoder()
+        self.capabilities: Optional[Capabilities] = None
+        self.last_status: Optional[Status] = None
+        self.state = "closed"
+        self._port: Any = None
+        self._port_lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._queue: Optional[asyncio.Queue] = None
+        self._caps_event = threading.Event()
+        self._acks: Dict[int, "asyncio.Future[bool]"] = {}
+        self._buzz_id = 0
+        self._sensor_index = list(range(len(SENSORS)))  # frame row -> SENSORS index (or -1)
+        self._scale = (ACCEL_FULL_SCALE_G, GYRO_FULL_SCALE_DPS)
+        self._sensor_state = ["unknown"] * len(SENSORS)  # connected / lost / stuck / fault
+        self._last_raw: List[Optional[np.ndarray]] = [None] * len(SENSORS)
+        self._same_count = [0] * len(SENSORS)
+        self._hub_states: Tuple[int, ...] = ()
+        self._last_frame_at: Optional[float] = None
+        self._link_quiet = False
+        self._clock_anchor: Optional[Tuple[float, int]] = None
+        self._closed_sent = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def open(self, *, timeout: float = 10.0) -> None:
+        """Open the port, start the reader, ask for Capabilities.
+
+        Raises:
+            SourceError: If the port cannot be opened (the message names it).
+        """
+        if self._thread is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue()
+        self._stop.clear()
+        self._closed_sent = False
+        try:
+            port = await self._loop.run_in_executor(None, self._open_port)
+        except Exception as exc:  # pyserial raises SerialException/OSError/ValueError
+            raise SourceError(f"serial source {self.port_name!r}: cannot open: {exc}") from None
+        self._port = port
+        self.state = "connected"
+        self._emit([SourceStatus(None, "connected", f"opened {self.port_name} at {self.options['baud']} baud",
+                                 self.clock())])
+        self._thread = threading.Thread(target=self._reader, name=f"serial-hub {self.port_name}", daemon=True)
+        self._thread.start()
+        self._write(encode_message(Hello(host_id="liftguard-hub")))
+        wait = min(timeout, self.options["hello"])
+        got = await self._loop.run_in_executor(None, self._caps_event.wait, wait)
+        if not got:
+            self.count("no_capabilities")
+            self._emit([SourceStatus(None, "connected",
+                                     f"no Capabilities within {wait:g} s of Hello; assuming "
+                                     f"{ACCEL_FULL_SCALE_G:g} g / {GYRO_FULL_SCALE_DPS:g} dps and the "
+                                     f"{'/'.join(SENSORS)} order", self.clock())])
+
+    async def close(self) -> None:
+        """Stop the reader and close the port; safe to call twice."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread.is_alive():
+            await asyncio.get_running_loop().run_in_executor(None, thread.join, 2.0)
+        self._close_port()
+        self.state = "closed"
+        for future in self._acks.values():
+            if not future.done():
+                future.set_result(False)
+        self._acks.clear()
+        if not self._closed_sent and self._queue is not None:
+            self._closed_sent = True
+            self._queue.put_nowait(SourceStatus(None, "closed", f"{self.port_name} closed", self.clock()))
+            self._queue.put_nowait(_CLOSED)
+
+    async def events(self) -> AsyncIterator[SourceEvent]:
+        """Yield readings and status changes until :meth:`close`."""
+        if self._queue is None:
+            raise SourceError(f"serial source {self.port_name!r}: not open; use 'async with' or open() first")
+        while True:
+            item = await self._queue.get()
+            if item is _CLOSED:
+                return
+            yield item
+
+    async def send_buzz(self, pattern_ms: "list[int]") -> bool:
+        """Send a :class:`~edge.protocol.Buzz` and wait for its Ack.
+
+        Returns:
+            True when the sensor hub acknowledged it; False when it answered
+            Nak, did not answer within ``buzz_ack`` seconds, has no motor
+            (Capabilities without the BUZZ feature) or the link is down.
+        """
+        if self.capabilities is not None and not self.capabilities.features & Feature.BUZZ:
+            self.count("buzz_unsupported")
+            return False
+        self._buzz_id = (self._buzz_id + 1) & 0xFFFF
+        try:
+            wire = encode_message(Buzz(buzz_id=self._buzz_id, pattern_ms=tuple(int(p) for p in pattern_ms)))
+        except ProtocolError as exc:
+            raise ConfigError(f"buzz pattern {list(pattern_ms)!r}: {exc}") from None
+        buzz_id = self._buzz_id
+        loop = asyncio.get_running_loop()
+        future: "asyncio.Future[bool]" = loop.create_future()
+        self._acks[buzz_id] = future
+        if not self._write(wire):
+            self._acks.pop(buzz_id, None)
+            self.count("buzz_failed")
+            return False
+        self.count("buzz_sent")
+        try:
+            ok = await asyncio.wait_for(future, self.options["buzz_ack"])
+        except asyncio.TimeoutError:
+            ok = False
+            self.count("buzz_no_ack")
+        finally:
+            self._acks.pop(buzz_id, None)
+        if ok:
+            self.count("buzz_acked")
+        return ok
+
+    def health(self) -> Dict[str, Any]:
+        """Link state, capabilities, battery, per-sensor state and every counter."""
+        counters = dict(self.counters)
+        counters.update({f"decoder_{k}": v for k, v in self.decoder.counters.items()})
+        caps = self.capabilities
+        status = self.last_status
+        return {
+            "url": self.url,
+            "port": self.port_name,
+            "state": self.state,
+            "device_id": caps.device_id if caps else None,
+            "firmware_version": caps.firmware_version if caps else None,
+            "sample_rate_hz": caps.sample_rate_hz if caps else None,
+            "battery_pct": status.battery_pct if status and status.battery_pct <= 100 else None,
+            "battery_mv": status.battery_mv if status and status.battery_mv else None,
+            "faults": [getattr(f, "name", str(f)) for f in status.faults] if status else [],
+            "sensors": dict(zip(SENSORS, self._sensor_state)),
+            "last_problem": self.decoder.last_problem,
+            "counters": counters,
+        }
+
+    # ------------------------------------------------------------ port
+
+    def _open_port(self) -> Any:
+        return self._serial_for_url(self.port_name, baudrate=self.options["baud"], timeout=0.05,
+                                    write_timeout=1.0)
+
+    def _close_port(self) -> None:
+        with self._port_lock:
+            port, self._port = self._port, None
+        if port is not None:
+            try:
+                port.close()
+            except Exception:  # noqa: BLE001 - closing a vanished port may fail any way
+                pass
+
+    def _write(self, data: bytes) -> bool:
+        with self._port_lock:
+            port = self._port
+            if port is None:
+                return False
+            try:
+                port.write(data)
+                port.flush()
+                return True
+            except Exception as exc:  # noqa: BLE001 - SerialException, OSError, timeout
+                self.count("write_errors")
+                self.decoder.last_problem = f"write failed: {exc}"
+                return False
+
+    # ------------------------------------------------------------ reader thread
+
+    def _emit(self, events: List[Any]) -> None:
+        """Hand events to the event loop (from any thread)."""
+        if not events or self._loop is None or self._queue is None:
+            return
+        queue = self._queue
+        try:
+            self._loop.call_soon_threadsafe(_put_all, queue, events)
+        except RuntimeError:  # loop closed during shutdown
+            pass
+
+    def _reader(self) -> None:
+        backoff = self.options["backoff"]
+        attempts = 0
+        while not self._stop.is_set():
+            port = self._port
+            if port is None:
+                attempts += 1
+                self._emit([SourceStatus(None, "reconnecting",
+                                         f"reopening {self.port_name} (attempt {attempts})", self.clock())])
+                try:
+                    port = self._open_port()
+                except Exception as exc:  # noqa: BLE001 - port still absent
+                    self.decoder.last_problem = f"reopen {self.port_name}: {exc}"
+                    if self._stop.wait(backoff):
+                        return
+                    backoff = min(backoff * 2, self.options["backoff_max"])
+                    continue
+                with self._port_lock:
+                    self._port = port
+                self.count("reconnects")
+                attempts = 0
+                backoff = self.options["backoff"]
+                self.decoder.reset()
+                self._clock_anchor = None
+                self._last_frame_at = None
+                self._link_quiet = False
+                self.state = "connected"
+                self._emit([SourceStatus(None, "connected", f"reopened {self.port_name}", self.clock())])
+                self._write(encode_message(Hello(host_id="liftguard-hub")))
+            try:
+                waiting = port.in_waiting
+                data = port.read(waiting if waiting > 0 else 1)
+            except Exception as exc:  # noqa: BLE001 - SerialException / OSError on unplug
+                if self._stop.is_set():
+                    return
+                self._close_port()
+                self.count("link_lost")
+                self.state = "lost"
+                events: List[Any] = [SourceStatus(None, "lost", f"{self.port_name}: {exc}", self.clock())]
+                for i, sensor in enumerate(SENSORS):
+                    if self._sensor_state[i] != "lost":
+                        self._sensor_state[i] = "lost"
+                        events.append(SourceStatus(sensor, "lost", "serial link lost", self.clock()))
+                self._emit(events)
+                continue
+            now = self.clock()
+            events = []
+            if data:
+                for message in self.decoder.feed(data):
+                    self._handle(message, now, events)
+            self._check_silence(now, events)
+            self._emit(events)
+
+    def _check_silence(self, now: float, events: List[Any]) -> None:
+        last = self._last_frame_at
+        if last is None or self._link_quiet:
+            return
+        if now - last > self.options["silence"]:
+            self._link_quiet = True
+            self.count("silences")
+            self.state = "lost"
+            events.append(SourceStatus(None, "lost", f"no frame from {self.port_name} for "
+                                       f"{now - last:.1f} s (limit {self.options['silence']:g} s)", now))
+
+    def _handle(self, message: Message, now: float, events: List[Any]) -> None:
+        if self._link_quiet:
+            self._link_quiet = False
+            self.state = "connected"
+            events.append(SourceStatus(None, "connected", f"frames from {self.port_name} again", now))
+        self._last_frame_at = now
+        if isinstance(message, SampleFrame):
+            self._on_sample(message, now, events)
+        elif isinstance(message, Capabilities):
+            self._on_capabilities(message, now, events)
+        elif isinstance(message, Status):
+            self._on_status(message, now, events)
+        elif isinstance(message, Fault):
+            self.count("faults")
+            who = SENSORS[message.sensor] if message.sensor < len(SENSORS) else None
+            name = getattr(message.code, "name", f"code {int(message.code)}")
+            events.append(SourceStatus(who, "fault", f"sensor hub fault {name}: {message.detail}".rstrip(": "), now))
+        elif isinstance(message, (Ack, Nak)):
+            if message.of_type == Buzz.TYPE:
+                self._resolve_ack(message.ref, isinstance(message, Ack))
+            if isinstance(message, Nak):
+                self.count("naks")
+        else:
+            self.count("unexpected_messages")
+
+    def _resolve_ack(self, buzz_id: int, ok: bool) -> None:
+        future = self._acks.get(buzz_id)
+        if future is not None and self._loop is not None:
+            def settle() -> None:
+                if not future.done():
+                    future.set_result(ok)
+            try:
+                self._loop.call_soon_threadsafe(settle)
+            except RuntimeError:
+                pass
+
+    def _on_capabilities(self, caps: Capabilities, now: float, events: List[Any]) -> None:
+        self.capabilities = caps
+        self._scale = (float(caps.accel_full_scale_g), float(caps.gyro_full_scale_dps))
+        index = []
+        for name in caps.sensors[:len(SENSORS)]:
+            index.append(SENSORS.index(name) if name in SENSORS else -1)
+        index += [-1] * (len(SENSORS) - len(index))
+        self._sensor_index = index
+        missing = [s for i, s in enumerate(SENSORS) if i not in index]
+        unknown = [n for n in caps.sensors if n not in SENSORS]
+        self._clock_anchor = None
+        self._caps_event.set()
+        detail = (f"sensor hub {caps.device_id} firmware {caps.firmware_version}, {caps.sample_rate_hz:g} Hz, "
+                  f"{caps.accel_full_scale_g} g / {caps.gyro_full_scale_dps} dps")
+        events.append(SourceStatus(None, "connected", detail, now))
+        if missing or unknown:
+            self.count("layout_mismatch")
+            events.append(SourceStatus(None, "fault", f"sensor hub reports sensors {list(caps.sensors)}; "
+                                       f"expected {list(SENSORS)} (missing {missing}, unknown {unknown})", now))
+
+    def _on_status(self, status: Status, now: float, events: List[Any]) -> None:
+        previous_faults = set(self.last_status.faults) if self.last_status else set()
+        self.last_status = status
+        for code in status.faults:
+            if code not in previous_faults:
+                name = getattr(code, "name", f"code {int(code)}")
+                events.append(SourceStatus(None, "fault", f"sensor hub reports fault {name}", now))
+        if status.battery_pct != 0xFF and status.battery_pct <= 10 and FaultCode.LOW_BATTERY not in status.faults:
+            if "low_battery_reported" not in self.counters:
+                self.count("low_battery_reported")
+                events.append(SourceStatus(None, "fault", f"battery at {status.battery_pct}%", now))
+        states = tuple(status.sensor_states)
+        for row, state in enumerate(states[:len(SENSORS)]):
+            i = self._sensor_index[row]
+            if i < 0:
+                continue
+            old = self._hub_states[row] if row < len(self._hub_states) else SensorState.OK
+            if state != old and state != SensorState.OK:
+                name = getattr(state, "name", str(state))
+                events.append(SourceStatus(SENSORS[i], "lost" if state == SensorState.MISSING else "fault",
+                                           f"sensor hub reports {SENSORS[i]} {name}", now))
+        self._hub_states = states
+
+    def _on_sample(self, frame: SampleFrame, now: float, events: List[Any]) -> None:
+        values = raw_to_units(frame.raw, *self._scale)
+        if self.options["clock"] == "device":
+            if self._clock_anchor is None or frame.t_us < self._clock_anchor[1]:
+                self._clock_anchor = (now, frame.t_us)
+            t_host = self._clock_anchor[0] + (frame.t_us - self._clock_anchor[1]) / 1e6
+        else:
+            t_host = now
+        t_sensor = frame.t_us / 1e6
+        stuck_limit = self.options["stuck"]
+        for row in range(len(SENSORS)):
+            i = self._sensor_index[row]
+            if i < 0:
+                continue
+            sensor = SENSORS[i]
+            if not frame.valid_mask >> row & 1:
+                if self._sensor_state[i] != "lost":
+                    self._sensor_state[i] = "lost"
+                    self.count("sensor_lost")
+                    events.append(SourceStatus(sensor, "lost", f"validity bit cleared from sequence {frame.seq}",
+                                               t_host))
+                self._last_raw[i] = None
+                self._same_count[i] = 0
+                continue
+            raw = frame.raw[row]
+            last = self._last_raw[i]
+            if last is not None and np.array_equal(raw, last):
+                self._same_count[i] += 1
+            else:
+                self._same_count[i] = 1
+            self._last_raw[i] = raw
+            state = self._sensor_state[i]
+            if self._same_count[i] >= stuck_limit:
+                if state != "stuck":
+                    self._sensor_state[i] = "stuck"
+                    self.count("stuck")
+                    events.append(SourceStatus(sensor, "fault", f"values stuck at {raw.tolist()} for "
+                                               f"{self._same_count[i]} samples (limit {stuck_limit})", t_host))
+            elif state != "connected":
+                self._sensor_state[i] = "connected"
+                detail = {"lost": f"recovered at sequence {frame.seq}",
+                          "stuck": f"values moving again at sequence {frame.seq}"}.get(state, "delivering")
+                events.append(SourceStatus(sensor, "connected", detail, t_host))
+            events.append(SensorReading(sensor, frame.seq, t_sensor, t_host, values[row]))
+        self.count("frames")
+
+
+def _put_all(queue: "asyncio.Queue", events: List[Any]) -> None:
+    for event in events:
+        queue.put_nowait(event)
+
+
+__all__ = ["SerialHubSource", "parse_serial_url", "DEFAULT_BAUD"]
