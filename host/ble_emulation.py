@@ -163,7 +163,8 @@ class EmulatedPeripheral:
         self.drift = drift_ppm * 1e-6
         self.rate_hz = SAMPLE_RATE_HZ
         self.sent = 0
-        self.index = 0
+        self.index = 0  # samples taken (the sequence counter)
+        self.position = 0.0  # where in the 25 Hz recording the clock is
         self.finished = False
         self.advertise_enabled = True
         self._resume_at = 0.0
@@ -247,9 +248,8 @@ class EmulatedPeripheral:
             await connection.disconnect()
 
     # -- sampling -----------------------------------------------------------
-    def sample_at(self, index: int) -> np.ndarray:
-        """Value of sample ``index`` at the current rate, interpolated from 25 Hz."""
-        pos = index * SAMPLE_RATE_HZ / self.rate_hz
+    def sample_at(self, pos: float) -> np.ndarray:
+        """Value at recording position ``pos`` (in 25 Hz samples), interpolated."""
         n = len(self.samples)
         if self.loop:
             pos = pos % n
@@ -259,8 +259,8 @@ class EmulatedPeripheral:
         frac = pos - lo
         return self.samples[lo] * (1 - frac) + self.samples[hi] * frac
 
-    def _recording_done(self, index: int) -> bool:
-        return not self.loop and index * SAMPLE_RATE_HZ / self.rate_hz > len(self.samples) - 1
+    def _recording_done(self, pos: float) -> bool:
+        return not self.loop and pos > len(self.samples) - 1 + 1e-9
 
     async def _sample_loop(self) -> None:
         speed = self.world.speed
@@ -272,10 +272,10 @@ class EmulatedPeripheral:
             wait = start + t_dev / speed - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-            if self._recording_done(self.index):
+            if self._recording_done(self.position):
                 self.finished = True
                 return
-            values = self.sample_at(self.index)
+            values = self.sample_at(self.position)
             t_s = self.clock_offset_s + t_dev * (1.0 + self.drift)
             if self.device.connections and self._streaming():
                 try:
@@ -283,6 +283,7 @@ class EmulatedPeripheral:
                 except Exception as exc:  # connection went away meanwhile
                     logger.debug("%s: notify failed: %s", self.name, exc)
             self.index += 1
+            self.position += SAMPLE_RATE_HZ / self.rate_hz
 
 
 class LiftGuardImuPeripheral(EmulatedPeripheral):

@@ -172,8 +172,11 @@ class WitMotionParser:
     Feed it bytes in any chunking; it returns the complete data packets and
     keeps a partial packet for the next call. A header is accepted when it is
     ``0x55`` followed by a known type; if more bytes follow the packet, the
-    next packet must start with ``0x55`` too, which rejects a false header
-    found inside garbage. Never raises on bad input.
+    next packet must start with ``0x55`` too, unless no header inside the
+    candidate is confirmed that way; this rejects a false header found in
+    garbage. A packet holding a header-like byte pair waits for the next bytes
+    before it is decided. Never raises on bad input. (The BLE packets carry
+    no checksum, so garbage that happens to look like a packet is accepted.)
 
     Attributes:
         counters: ``packets``, ``register_packets``, ``garbage_bytes``.
@@ -204,6 +207,12 @@ class WitMotionParser:
                 i += 1
                 self.counters["garbage_bytes"] += 1
                 continue
+            if n - i == PACKET_SIZE and any(
+                    buf[j] == HEADER and buf[j + 1] in (TYPE_DATA, TYPE_REGISTER)
+                    for j in range(i + 1, i + PACKET_SIZE - 1)):
+                # Nothing follows yet and a header sits inside: wait for the
+                # next bytes to tell which start is real.
+                break
             if buf[i + 1] == TYPE_DATA:
                 out.append(WitSample(_DATA.unpack_from(buf, i + 2)))
                 self.counters["packets"] += 1
