@@ -1,0 +1,73 @@
+"""Simulation options: the difficulty knob and the variation users will meet.
+
+Every option has a default that reproduces the spec's cohort; each is a flag
+of ``quantize synth`` (see ``docs/simulator.md``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from edge.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class SimOptions:
+    """Options of the generator.
+
+    Attributes:
+        difficulty: kappa, one multiplier on the origin spread within each
+            zone, the style spreads (squat index, lumbopelvic share, trunk
+            weight, elbow preference, posture noise, pronation, foot offsets,
+            stepping) and the mounting spreads. 1.0 is the calibrated default.
+        origin_spread: Standard deviation of the lift origin around the zone's
+            target point, as a fraction of the zone's extent (before kappa).
+        left_handed_share: Probability that a subject is left-handed (the
+            dominant-side sensors Side, UArm and Thig are then on the left).
+        dropout_rate: Per-sample probability, per sensor, that a dropout starts
+            (the sensor repeats its last value).
+        dropout_mean_ms: Mean dropout length (exponential, at least one sample).
+        clock_offset_ms: Standard deviation of each sensor's clock offset.
+        mount_error_scale: Multiplier on the mounting rotation and position
+            errors (on top of kappa); 0 mounts every sensor perfectly.
+        sensor_errors: Bias, scale, cross-axis, white noise and quantisation on.
+        artefacts: Band energy on: grasp/lift-off/place transients, heel
+            strikes, tremor and soft-tissue motion.
+        midpoints: Put every origin on its zone's target point (sanity runs).
+        atypical_share: Share of atypical trials (kneeling or pure stoop).
+    """
+
+    difficulty: float = 1.0
+    origin_spread: float = 0.22
+    left_handed_share: float = 0.1
+    dropout_rate: float = 0.005
+    dropout_mean_ms: float = 40.0
+    clock_offset_ms: float = 20.0
+    mount_error_scale: float = 1.0
+    sensor_errors: bool = True
+    artefacts: bool = True
+    midpoints: bool = False
+    atypical_share: float = 0.03
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("difficulty", self.difficulty, 0.0, 5.0),
+            ("origin_spread", self.origin_spread, 0.0, 2.0),
+            ("left_handed_share", self.left_handed_share, 0.0, 1.0),
+            ("dropout_rate", self.dropout_rate, 0.0, 0.5),
+            ("dropout_mean_ms", self.dropout_mean_ms, 0.0, 600_000.0),
+            ("clock_offset_ms", self.clock_offset_ms, 0.0, 1000.0),
+            ("mount_error_scale", self.mount_error_scale, 0.0, 10.0),
+            ("atypical_share", self.atypical_share, 0.0, 1.0),
+        ]
+        for name, value, lo, hi in checks:
+            if not (lo <= float(value) <= hi):
+                raise ConfigError(f"option {name}={value!r} is out of range; expected {lo:g} to {hi:g}")
+
+    @classmethod
+    def ideal(cls, **overrides) -> "SimOptions":
+        """Options with every sensor imperfection and artefact off (physics tests)."""
+        base = dict(sensor_errors=False, artefacts=False, dropout_rate=0.0, clock_offset_ms=0.0,
+                    mount_error_scale=0.0)
+        base.update(overrides)
+        return cls(**base)
