@@ -1,0 +1,111 @@
+"""Tests of ``quantize convert``: float32 and full-integer int8 TFLite, and the parity report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from test_bundle_kit import run_cli, tiny_bundle
+
+
+@pytest.fixture(scope="module")
+def tb():
+    return tiny_bundle()
+
+
+def test_int8_model_has_int8_io_and_only_edgetpu_ops(tb):
+    from edge.runtime import make_interpreter
+    from quantize.convert import EDGETPU_OPS, model_ops
+
+    model = (tb.run / "model_int8.tflite").read_bytes()
+    interpreter, runtime = make_interpreter(model)
+    d_in, d_out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    assert np.dtype(d_in["dtype"]) == np.int8 and np.dtype(d_out["dtype"]) == np.int8
+    assert list(d_in["shape"]) == [1, 95, 95, 3] and list(d_out["shape"]) == [1, 3]
+    scale, zp = d_in["quantization"]
+    assert 0 < scale < 1 and -128 <= zp <= 127
+    ops = model_ops(model)
+    assert "CONV_2D" in ops and "FULLY_CONNECTED" in ops
+    # batch fixed to 1: no dynamic-shape ops, every op maps to the Edge TPU
+    assert not {"SHAPE", "PACK", "STRIDED_SLICE"} & set(ops)
+    assert set(ops) <= EDGETPU_OPS
+    # the float model stays float
+    f_interp, _ = make_interpreter((tb.run / "model_float32.tflite").read_bytes())
+    assert np.dtype(f_interp.get_input_details()[0]["dtype"]) == np.float32
+
+
+def test_parity_report_matches_an_independent_recomputation(tb):
+    from edge.runtime import make_interpreter
+    from edge.signal_path import TensorRecipe, dequantize_int8, quantize_int8
+    from quantize.data import load_windows, make_tensors
+    from quantize.models import load_model
+
+    parity = json.loads((tb.run / "parity.json").read_text())
+    split = json.loads((tb.run / "split.json").read_text())
+    assert parity["n_test"] == len(split["test"])
+    assert set(parity["models"]) == {"keras", "tflite_float32", "tflite_int8"}
+    for m in parity["models"].values():
+        for key in ("accuracy", "rk", "agreement_with_keras", "max_prob_diff_vs_keras"):
+            assert key in m
+        for cls in ("low", "medium", "high"):
+            assert set(m[cls]) >= {"precision", "recall", "f1"}
+
+    # recompute Keras and int8 predictions on the test split by hand
+    recipe = TensorRecipe.load(tb.run / "recipe.json")
+    test = load_windows(tb.data, progress=False).select(split["test"])
+    x = make_tensors(test.windows, recipe, progress=False)
+    keras_probs = load_model(tb.run / "model.keras").predict(x, verbose=0)
+    interp, _ = make_interpreter((tb.run / "model_int8.tflite").read_bytes())
+    d_in, d_out = interp.get_input_details()[0], interp.get_output_details()[0]
+    probs = []
+    for xi in x:
+        interp.set_tensor(d_in["index"], quantize_int8(xi[None], *d_in["quantization"]))
+        interp.invoke()
+        probs.append(dequantize_int8(interp.get_tensor(d_out["index"])[0], *d_out["quantization"]))
+    probs = np.array(probs)
+    agreement = float(np.mean(np.argmax(probs, 1) == np.argmax(keras_probs, 1)))
+    accuracy = float(np.mean(np.argmax(keras_probs, 1) == test.labels))
+    assert parity["models"]["tflite_int8"]["agreement_with_keras"] == pytest.approx(agreement)
+    assert parity["models"]["keras"]["accuracy"] == pytest.approx(accuracy)
+    assert parity["models"]["tflite_int8"]["max_prob_diff_vs_keras"] == pytest.approx(
+        float(np.max(np.abs(probs - keras_probs))), abs=1e-6)
+    # float TFLite is the same maths as Keras; int8 is within a few output steps
+    assert parity["models"]["tflite_float32"]["max_prob_diff_vs_keras"] < 1e-4
+    assert parity["models"]["tflite_int8"]["max_prob_diff_vs_keras"] < 0.1
+    drop = 100 * (parity["models"]["keras"]["accuracy"] - parity["models"]["tflite_int8"]["accuracy"])
+    assert parity["int8_accuracy_drop_points"] == pytest.approx(drop)
+    assert parity["met"] == (agreement >= 0.99 and drop <= 0.5)
+    md = (tb.run / "parity.md").read_text()
+    assert "| tflite_int8 |" in md and "agreement" in md
+    assert "| tflite_int8 |" in tb.convert_stdout
+
+
+def test_representative_sample_is_seeded_and_from_the_given_tensors():
+    from quantize.convert import representative_sample
+
+    x = np.arange(10 * 2, dtype=np.float32).reshape(10, 2)
+    a, b = representative_sample(x, 4, seed=3), representative_sample(x, 4, seed=3)
+    assert np.array_equal(a, b) and a.shape == (4, 2)
+    assert all(any(np.array_equal(r, xi) for xi in x) for r in a)
+    assert len(representative_sample(x, 50, seed=0)) == 10
+
+
+def test_convert_cli_errors_are_one_line(tmp_path):
+    status, out, err = run_cli("quantize", ["convert", "--run", tmp_path / "nope"])
+    assert status == 1
+    assert err.startswith("quantize: error: ") and "model.keras" in err and "Traceback" not in err
+
+
+def test_parity_markdown_reports_missed_targets_honestly():
+    from quantize.convert import parity_markdown, parity_report
+
+    keras = np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.6, 0.3, 0.1]])
+    int8 = np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1]])
+    y = np.array([0, 1, 2, 0])
+    p = parity_report(keras, keras, int8, y)
+    assert p["models"]["tflite_int8"]["agreement_with_keras"] == pytest.approx(0.75)
+    assert p["int8_accuracy_drop_points"] == pytest.approx(25.0)
+    assert not p["met"]
+    assert "MISSED" in parity_markdown(p)
