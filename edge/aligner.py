@@ -353,13 +353,13 @@ class Aligner:
             return
         while True:
             g = self.next_g
-            newest = max((s.hist[-1][0] for s in self._order if s.hist), default=-math.inf)
-            if newest < g - self.eps:
-                return  # nobody has data at or past g
             if upto is not None and g > upto + self.eps:
                 return
             if not (force or upto is not None or self._ready(g) or self.now >= g + self.settings.max_delay_s):
                 return
+            newest = max((s.hist[-1][0] for s in self._order if s.hist), default=-math.inf)
+            if newest < g - self.eps:
+                return  # nobody has data at or past g
             out.append(self._row(g))
             self.last_emitted = g
             self.next_g = g + self.period

@@ -1,0 +1,407 @@
+"""Find each lift in the continuous aligned stream and cut it like training does.
+
+Training cuts a lift out of a trial with the index's markers, which are the
+movement's first and last samples (reach onset to the end of the recovery to
+standing), through :func:`edge.signal_path.cut_lift` with the recipe's
+margins. The hub does the same with markers it finds itself, on the
+continuous 25 Hz stream from :class:`edge.aligner.Aligner`, so the model sees
+what training saw.
+
+Movement signal
+    For the sensors in ``sensors`` (default Back, both wrists, upper arm) the
+    detector computes, per sample, the sum of the gyroscope magnitudes after
+    removing each gyroscope's bias (a slow average taken while the wearer is
+    still), plus ``posture_gain`` times the sum of the accelerometers'
+    distance (in g) from the wearer's standing posture (also a slow average
+    taken while still). The gyroscope term sees every rotation; the posture
+    term keeps a lift "in progress" while the load is held still away from
+    the standing pose (the hold between lifting and returning).
+Hysteresis
+    A movement starts when the smoothed signal stays above ``on_threshold``
+    for ``confirm_s``; its first sample is found by walking back to just after
+    the last sample below ``off_threshold``, moved ``start_lead`` samples
+    earlier (calibrated on simulated trials: the slow minimum-jerk onset is
+    under any threshold for a few samples). It ends at the last sample above
+    ``off_threshold`` once the signal has stayed below it for ``end_quiet_s``
+    (or for ``end_quiet_posture_s`` when the posture has not come back to the
+    standing baseline, e.g. the wearer now stands differently). ``end_lag``
+    moves the end later, as ``start_lead`` moves the start earlier.
+Durations
+    Movements shorter than ``min_duration_s`` are ignored (a glance, a
+    shuffle); longer than ``max_duration_s`` are dropped as "not a lift"
+    (walking, sustained work) and counted.
+Cut
+    The window is ``cut_lift(buffer, start, end, recipe)``, emitted as soon as
+    the sample ``end + post`` has arrived (``end_quiet_s`` is shorter than
+    the post margin, so detection never waits longer than the window
+    itself). After an outage (every sensor lost, or a replayed data set's
+    gap between trials) a lift in progress is finished with the samples that
+    exist -- clamped exactly as ``cut_lift`` clamps a short trial -- and the
+    buffer starts afresh, so a window never spans a discontinuity.
+Bad data
+    A window in which any sensor is invalid (a gap, see the aligner) for
+    more than ``max_invalid_share`` of its samples, or that holds NaN, is
+    returned with ``skip_reason`` naming the sensor instead of being
+    classified.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import ConfigError
+from .layout import SAMPLE_RATE_HZ, SENSORS, channel_index
+from .signal_path import DEFAULT_POST_SAMPLES, DEFAULT_PRE_SAMPLES, cut_lift
+
+
+@dataclasses.dataclass
+class DetectorSettings:
+    """Tunable settings of the :class:`LiftDetector` (hub.toml ``[detector]``).
+
+    Thresholds are in deg/s of summed gyroscope magnitude (the posture term
+    is converted with ``posture_gain`` deg/s per g).
+    """
+
+    sensors: Tuple[str, ...] = ("Back", "LtWt", "RtWt", "UArm")
+    rate_hz: float = SAMPLE_RATE_HZ
+    smooth_s: float = 0.2
+    on_threshold: float = 60.0
+    off_threshold: float = 25.0
+    posture_gain: float = 100.0
+    confirm_s: float = 0.2
+    end_quiet_s: float = 1.0
+    end_quiet_posture_s: float = 1.9
+    start_lead: int = 0
+    end_lag: int = 0
+    min_duration_s: float = 2.0
+    max_duration_s: float = 20.0
+    baseline_tau_s: float = 5.0
+    max_invalid_share: float = 0.2
+
+    def __post_init__(self) -> None:
+        self.sensors = tuple(self.sensors)
+        for s in self.sensors:
+            if s not in SENSORS:
+                raise ConfigError(f"detector.sensors: {s!r} is not a sensor; expected some of {', '.join(SENSORS)}")
+        if not self.sensors:
+            raise ConfigError("detector.sensors is empty; expected at least one sensor")
+        for name in ("rate_hz", "smooth_s", "on_threshold", "off_threshold", "confirm_s", "end_quiet_s",
+                     "end_quiet_posture_s", "min_duration_s", "max_duration_s", "baseline_tau_s"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ConfigError(f"detector.{name} = {v!r}; expected a positive number")
+        for name in ("posture_gain", "max_invalid_share"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ConfigError(f"detector.{name} = {v!r}; expected a number >= 0")
+        for name in ("start_lead", "end_lag"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 25:
+                raise ConfigError(f"detector.{name} = {v!r}; expected an integer 0..25 (samples)")
+        if self.off_threshold >= self.on_threshold:
+            raise ConfigError(f"detector.off_threshold ({self.off_threshold}) must be below on_threshold "
+                              f"({self.on_threshold})")
+        if self.min_duration_s >= self.max_duration_s:
+            raise ConfigError(f"detector.min_duration_s ({self.min_duration_s}) must be below max_duration_s "
+                              f"({self.max_duration_s})")
+
+
+@dataclasses.dataclass
+class LiftWindow:
+    """One detected lift, cut like training cuts a trial.
+
+    Attributes:
+        start_index: Aligned-row index of the movement's first sample.
+        end_index: Aligned-row index of the movement's last sample.
+        t_start: Grid time of ``start_index``.
+        t_end: Grid time of ``end_index``.
+        window: ``cut_lift`` output, ``(m, 36)`` float64 raw samples.
+        first_index: Row index of ``window[0]``.
+        t_last: Grid time of the window's last sample.
+        invalid_share: Per sensor, the share of the window's rows that were gaps.
+        skip_reason: Why the window cannot be classified, or None.
+    """
+
+    start_index: int
+    end_index: int
+    t_start: float
+    t_end: float
+    window: np.ndarray
+    first_index: int
+    t_last: float
+    invalid_share: Dict[str, float]
+    skip_reason: Optional[str] = None
+
+    @property
+    def duration_s(self) -> float:
+        """Movement duration in seconds (first to last sample)."""
+        return self.t_end - self.t_start
+
+    def describe(self) -> Dict[str, Any]:
+        """JSON-able summary (no samples)."""
+        return {"start": self.start_index, "end": self.end_index, "first": self.first_index,
+                "samples": int(self.window.shape[0]), "duration_s": round(self.duration_s, 3),
+                "t_start": self.t_start, "t_end": self.t_end}
+
+
+class LiftDetector:
+    """Detect lifts on the aligned stream and cut their windows.
+
+    Args:
+        settings: :class:`DetectorSettings` (defaults if None).
+        recipe: The bundle's :class:`~edge.signal_path.TensorRecipe`, for the
+            margins; None uses the default 50/50 samples. Settable later
+            (:attr:`recipe`) when a new bundle is taken up.
+        capacity: Rows kept in the ring buffer (must hold pre + the longest
+            lift + post).
+    """
+
+    def __init__(self, settings: Optional[DetectorSettings] = None, recipe: Any = None,
+                 capacity: Optional[int] = None) -> None:
+        self.settings = st = settings or DetectorSettings()
+        self.recipe = recipe
+        self.rate = st.rate_hz
+        need = DEFAULT_PRE_SAMPLES + int(st.max_duration_s * self.rate) + DEFAULT_POST_SAMPLES + 100
+        self.capacity = max(capacity or 0, need, 1024)
+        self._buf = np.zeros((self.capacity, 36), dtype=np.float64)
+        self._valid = np.ones((self.capacity, len(SENSORS)), dtype=bool)
+        self._times = np.zeros(self.capacity, dtype=np.float64)
+        self._act = np.zeros(self.capacity, dtype=np.float64)  # raw movement signal
+        self._gyro_cols = np.array([[channel_index(s, "G", a) for a in "xyz"] for s in st.sensors])
+        self._acc_cols = np.array([[channel_index(s, "A", a) for a in "xyz"] for s in st.sensors])
+        self._smooth_n = max(1, int(round(st.smooth_s * self.rate)))
+        self._confirm_n = max(1, int(round(st.confirm_s * self.rate)))
+        self._quiet_n = max(1, int(round(st.end_quiet_s * self.rate)))
+        self._quiet_posture_n = max(self._quiet_n, int(round(st.end_quiet_posture_s * self.rate)))
+        self._min_n = int(round(st.min_duration_s * self.rate))
+        self._max_n = int(round(st.max_duration_s * self.rate))
+        self._alpha = 1.0 - math.exp(-1.0 / (st.baseline_tau_s * self.rate))
+        #: Counters: rows, movements seen, too_short, too_long, windows, skipped.
+        self.counters: Dict[str, int] = {k: 0 for k in ("rows", "movements", "too_short", "too_long",
+                                                          "windows", "skipped", "resets", "cut_off")}
+        self._reset_state()
+        self.i = -1  # global row index of the newest row
+
+    # -- margins -----------------------------------------------------------
+    @property
+    def pre(self) -> int:
+        """Samples kept before a lift's first sample."""
+        return self.recipe.pre_samples if self.recipe is not None else DEFAULT_PRE_SAMPLES
+
+    @property
+    def post(self) -> int:
+        """Samples kept after a lift's last sample."""
+        return self.recipe.post_samples if self.recipe is not None else DEFAULT_POST_SAMPLES
+
+    # -- state -------------------------------------------------------------
+    def _reset_state(self) -> None:
+        self.first = None  # global index of the first row since the last reset
+        self.state = "idle"
+        self.above = 0
+        self.start: Optional[int] = None
+        self.last_motion: Optional[int] = None
+        self.last_rotation: Optional[int] = None
+        self.pending: List[Tuple[int, int]] = []  # (start, end) awaiting end + post
+        self.gyro_bias: Optional[np.ndarray] = None
+        self.posture: Optional[np.ndarray] = None
+        self._smooth_sum = 0.0
+
+    def _slot(self, i: int) -> int:
+        return i % self.capacity
+
+    # -- feeding -------------------------------------------------------------
+    def push(self, t: float, values: np.ndarray, valid: Optional[np.ndarray] = None) -> List[LiftWindow]:
+        """Add one aligned row; return the windows completed by it.
+
+        Args:
+            t: Grid time of the row.
+            values: ``(36,)`` raw values.
+            valid: ``(6,)`` per-sensor validity (all True if None).
+        """
+        st = self.settings
+        self.i += 1
+        i = self.i
+        if self.first is None:
+            self.first = i
+        k = self._slot(i)
+        self._buf[k] = values
+        self._times[k] = t
+        self._valid[k] = True if valid is None else valid
+        self.counters["rows"] += 1
+
+        gyro = values[self._gyro_cols]  # (n_sensors, 3)
+        acc = values[self._acc_cols]
+        if self.gyro_bias is None or not np.all(np.isfinite(self.gyro_bias)):
+            self.gyro_bias = gyro.copy()
+            self.posture = acc.copy()
+        g = np.sqrt(((gyro - self.gyro_bias) ** 2).sum(axis=1))
+        p = np.sqrt(((acc - self.posture) ** 2).sum(axis=1))
+        posture_dev = float(p.sum())
+        gsum = float(g.sum())
+        a = gsum + st.posture_gain * posture_dev
+        if not math.isfinite(a):
+            a = 0.0  # a gap with NaN policy: no evidence of movement
+        self._act[k] = a
+        # causal moving average of the movement signal
+        self._smooth_sum += a
+        if i - self.first >= self._smooth_n:
+            self._smooth_sum -= self._act[self._slot(i - self._smooth_n)]
+        n_avg = min(self._smooth_n, i - self.first + 1)
+        smooth = self._smooth_sum / n_avg
+
+        out: List[LiftWindow] = []
+        if self.state == "idle":
+            if gsum < st.off_threshold and np.all(np.isfinite(gyro)):
+                # still: follow slow bias and posture changes
+                self.gyro_bias += self._alpha * (gyro - self.gyro_bias)
+                self.posture += self._alpha * (acc - self.posture)
+            if smooth > st.on_threshold:
+                self.above += 1
+                if self.above >= self._confirm_n:
+                    self._begin(i)
+            else:
+                self.above = 0
+        else:
+            if a >= st.off_threshold:
+                self.last_motion = i
+            if gsum >= st.off_threshold:
+                self.last_rotation = i
+            if self.state == "active" and i - self.start + 1 > self._max_n:
+                self.counters["too_long"] += 1
+                self.state = "too_long"
+            if i - self.last_motion >= self._quiet_n:
+                # still, and back in the standing posture
+                self._finish(i, self.last_motion)
+            elif i - self.last_rotation >= self._quiet_posture_n:
+                # still for long but not in the old posture: the wearer now stands differently
+                self._finish(i, self.last_rotation)
+                self.posture = acc.copy()
+        out.extend(self._due(i))
+        return out
+
+    def _begin(self, i: int) -> None:
+        st = self.settings
+        j = i
+        lo = max(self.first, i - self._max_n)
+        while j - 1 >= lo and self._act[self._slot(j - 1)] >= st.off_threshold:
+            j -= 1
+        self.start = max(self.first, j - st.start_lead)
+        self.last_motion = i
+        self.last_rotation = i
+        self.state = "active"
+        self.above = 0
+        self.counters["movements"] += 1
+
+    def _finish(self, i: int, last: int) -> None:
+        was = self.state
+        self.state = "idle"
+        self.above = 0
+        if was == "too_long":
+            # re-learn the standing posture: the wearer may stand differently now
+            self.posture = None
+            self.gyro_bias = None
+            return
+        end = min(last + self.settings.end_lag, i)
+        if end - self.start + 1 < self._min_n:
+            self.counters["too_short"] += 1
+            return
+        self.pending.append((self.start, end))
+
+    def _due(self, i: int) -> List[LiftWindow]:
+        out = []
+        while self.pending and self.pending[0][1] + self.post <= i:
+            start, end = self.pending.pop(0)
+            out.append(self._cut(start, end, i))
+        return out
+
+    def _cut(self, start: int, end: int, newest: int) -> LiftWindow:
+        """Cut ``[start - pre, end + post]`` from the buffer with ``cut_lift``."""
+        lo = max(self.first, newest - self.capacity + 1)
+        # rows [lo, newest] are in the buffer; cut_lift works on a contiguous copy
+        idx = np.arange(lo, newest + 1) % self.capacity
+        samples = self._buf[idx]
+        window = cut_lift(samples, start - lo, end - lo, self.recipe,
+                          pre_samples=self.pre, post_samples=self.post)
+        first_index = max(lo, start - self.pre)
+        rows = np.arange(first_index, first_index + window.shape[0]) % self.capacity
+        valid = self._valid[rows]
+        invalid_share = {s: round(float(1.0 - valid[:, j].mean()), 4) for j, s in enumerate(SENSORS)}
+        reason = None
+        worst = max(invalid_share, key=invalid_share.get)
+        if invalid_share[worst] > self.settings.max_invalid_share:
+            reason = (f"sensor {worst} missing for {invalid_share[worst]:.0%} of the window "
+                      f"(limit {self.settings.max_invalid_share:.0%})")
+        elif not np.all(np.isfinite(window)):
+            bad = np.argwhere(~np.isfinite(window))[0]
+            reason = f"sensor {SENSORS[bad[1] // 6]} has no value at window sample {bad[0]}"
+        if reason:
+            self.counters["skipped"] += 1
+        else:
+            self.counters["windows"] += 1
+        return LiftWindow(start_index=start, end_index=end, t_start=float(self._times[self._slot(start)]),
+                          t_end=float(self._times[self._slot(end)]), window=window, first_index=first_index,
+                          t_last=float(self._times[rows[-1]]), invalid_share=invalid_share, skip_reason=reason)
+
+    def flush(self) -> List[LiftWindow]:
+        """The stream stopped (an outage or its end): finish what can be finished, then reset.
+
+        A lift whose movement has ended (at least one still sample after it)
+        is cut with the samples that exist; one still moving is dropped.
+        """
+        out: List[LiftWindow] = []
+        if self.first is not None and self.i >= self.first:
+            i = self.i
+            if self.state == "active" and self.last_motion is not None and self.last_motion < i:
+                self._finish(i, self.last_motion)
+            elif self.state == "active":
+                self.counters["cut_off"] += 1  # still moving when the stream stopped
+            for start, end in self.pending:
+                out.append(self._cut(start, end, i))
+            self.pending = []
+        self.counters["resets"] += 1
+        self._reset_state()
+        return out
+
+    def health(self) -> Dict[str, Any]:
+        """JSON-able state and counters."""
+        return {"state": self.state, "pre": self.pre, "post": self.post, **self.counters}
+
+
+def match_lifts(detected: Sequence[Tuple[int, int]], truth: Sequence[Tuple[int, int]],
+                min_overlap: float = 0.5) -> Dict[str, Any]:
+    """Score detected movements against true lifts (sample indices, inclusive).
+
+    A true lift is found when a detection overlaps it by at least
+    ``min_overlap`` of the shorter of the two; each detection matches at most
+    one lift. Unmatched detections are false windows.
+
+    Returns:
+        ``{"found", "missed", "false", "recall", "start_errors", "end_errors",
+        "matches": [(truth_i, detected_j)]}``; errors are detected minus true,
+        in samples.
+    """
+    used = set()
+    matches = []
+    for ti, (ts, te) in enumerate(truth):
+        best, best_ov = None, 0.0
+        for dj, (ds, de) in enumerate(detected):
+            if dj in used:
+                continue
+            ov = min(te, de) - max(ts, ds) + 1
+            if ov <= 0:
+                continue
+            share = ov / min(te - ts + 1, de - ds + 1)
+            if share >= min_overlap and share > best_ov:
+                best, best_ov = dj, share
+        if best is not None:
+            used.add(best)
+            matches.append((ti, best))
+    start_err = [detected[d][0] - truth[t][0] for t, d in matches]
+    end_err = [detected[d][1] - truth[t][1] for t, d in matches]
+    return {"found": len(matches), "missed": len(truth) - len(matches), "false": len(detected) - len(used),
+            "recall": len(matches) / len(truth) if truth else float("nan"),
+            "start_errors": start_err, "end_errors": end_err, "matches": matches}
