@@ -189,7 +189,7 @@ class Demo:
         if (keys / "signing.pub").exists():
             return f"kept existing keys in {keys}"
         self.cli("keygen", "quantize", ["keygen", "--out", keys / "signing"])
-        return f"{keys / 'signing.key'} and {keys / 'signing.pub'}"
+        return f"{keys / 'signing'} and {keys / 'signing.pub'}"
 
     def step_convert(self) -> str:
         self.cli("convert", "quantize", ["convert", "--run", self.run_dir / "train"], echo=True)
@@ -198,8 +198,8 @@ class Demo:
     def step_export(self) -> str:
         bundle = self.run_dir / "bundle" / "liftguard.lgb"
         bundle.parent.mkdir(parents=True, exist_ok=True)
-        self.cli("export", "quantize", ["export", "--run", self.run_dir / "train", "--key",
-                                         self.run_dir / "keys" / "signing.key", "--out", bundle])
+        self.cli("export", "quantize", ["export", "--run", self.run_dir / "train", "--sign",
+                                         self.run_dir / "keys" / "signing", "--out", bundle])
         self.results["bundle"] = str(bundle)
         return f"{bundle} ({bundle.stat().st_size / 1024:.0f} KiB)"
 
