@@ -126,3 +126,74 @@ def test_missing_data_dir_is_reported(tmp_path, capsys):
     code = quantize_main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert code == 1 and "not a directory" in err and "nowhere" in err
+
+
+def test_saliency_matches_finite_differences():
+    import keras
+
+    from quantize.models import build_model
+    from quantize.saliency import class_saliency
+
+    model = build_model("mlp", seed=0, dropout=0.0)
+    image = np.random.default_rng(1).normal(size=(1, 95, 95, 3)).astype(np.float32)
+    sal = class_saliency(model, image, 2)
+    head = model.get_layer("softmax")
+    features = keras.Model(model.input, head.input)
+    kernel, bias = (np.asarray(w, dtype=np.float64) for w in head.get_weights())
+
+    def score(img):
+        return float((np.asarray(features(img, training=False), dtype=np.float64) @ kernel + bias)[0, 2])
+
+    for pos in [(0, 0, 0), (40, 17, 1), (94, 3, 2)]:
+        eps = 1e-2
+        up, down = image.copy(), image.copy()
+        up[(0,) + pos] += eps
+        down[(0,) + pos] -= eps
+        fd = abs(score(up) - score(down)) / (2 * eps)
+        assert sal[pos] == pytest.approx(fd, rel=0.05, abs=1e-6)
+
+
+def test_saliency_cli_ranks_imus_and_retrains_with_fewer(proposed_run, capsys):
+    code = quantize_main(["saliency", "--run", str(proposed_run), "--sensors", "Back,LtWt,RtWt", "--epochs", "1",
+                          "--max-trials", "5"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "IMU ranking by saliency" in out and "all six" in out and "LtWt, RtWt, Back" in out
+    sal = proposed_run / "saliency"
+    ranking = (sal / "ranking.csv").read_text().splitlines()
+    assert len(ranking) == 7
+    shares = [float(line.split(",")[2]) for line in ranking[1:]]
+    assert shares == sorted(shares, reverse=True) and sum(shares) == pytest.approx(1.0, abs=1e-3)
+    maps = np.load(sal / "saliency.npz")["maps"]
+    assert maps.shape == (3, 95, 95, 3) and np.all(maps >= 0) and maps.max() > 0
+    for png in ("saliency_image.png", "saliency_rows.png"):
+        assert png in (sal / "saliency.md").read_text() and (sal / png).is_file()
+    assert (sal / "sensors_LtWt-RtWt-Back" / "metrics.json").is_file()
+
+
+def test_table4_and_sweep_on_tiny_data(tiny_data, tmp_path, capsys):
+    out = tmp_path / "t4"
+    argv = ["table4", "--data", str(tiny_data), "--seeds", "2", "--out", str(out), "--models", "cnn,mlp",
+            "--epochs", "1", "--quiet"]
+    assert quantize_main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "Subject-wise split" in printed and "/ 0.444" in printed  # CNN low F beside the paper's
+    with open(out / "table4.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 * 2 * 2  # splits x seeds x models
+    # both models of one (split, seed) were tested on the same trials
+    a = np.load(out / "preds" / "subject_s1_cnn.npz")
+    b = np.load(out / "preds" / "subject_s1_mlp.npz")
+    assert np.array_equal(a["trial_ids"], b["trial_ids"]) and np.array_equal(a["y_true"], b["y_true"])
+    for png in ("confusion_random.png", "confusion_subject.png"):
+        assert (out / png).is_file()
+    # resuming trains nothing new
+    assert quantize_main(argv) == 0
+    assert "8 runs (8 already done)" in capsys.readouterr().err
+    assert len((out / "results.jsonl").read_text().splitlines()) == 8
+    # a sweep of two settings
+    sw = tmp_path / "sweep"
+    assert quantize_main(["sweep", "--data", str(tiny_data), "--out", str(sw), "--model", "mlp", "--epochs", "1",
+                          "--l2", "1e-5", "--dropout", "0.25", "--lr", "1e-2", "--quiet"]) == 0
+    assert len((sw / "sweep.csv").read_text().splitlines()) == 3
+    assert (sw / "fig5.png").is_file() and (sw / "fig6.png").is_file()
