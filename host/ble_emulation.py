@@ -193,6 +193,9 @@ class EmulatedPeripheral:
     def _streaming(self) -> bool:
         return True
 
+    async def _finish(self) -> None:
+        """Called once when a non-looping recording ends."""
+
     # -- lifecycle ----------------------------------------------------------
     async def start(self) -> None:
         """Power on, advertise and start the sampling clock."""
@@ -273,6 +276,10 @@ class EmulatedPeripheral:
             if wait > 0:
                 await asyncio.sleep(wait)
             if self._recording_done(self.position):
+                try:
+                    await self._finish()
+                except Exception as exc:
+                    logger.debug("%s: final flush failed: %s", self.name, exc)
                 self.finished = True
                 return
             values = self.sample_at(self.position)
@@ -351,14 +358,21 @@ class LiftGuardImuPeripheral(EmulatedPeripheral):
         self._pending.append(ble_profile.ImuRecord(index & 0xFFFF, t_us,
                                                    ble_profile.physical_to_raw(values)))
         if len(self._pending) >= self.config.batch:
-            # Firmware caps a batch at what the smallest connection MTU carries.
-            mtu = min((c.att_mtu for c in self.device.connections.values()), default=23)
-            per = max(1, min(ble_profile.MAX_BATCH, (mtu - 3 - 1) // ble_profile.RECORD_SIZE))
-            pending, self._pending = self._pending, []
-            for k in range(0, len(pending), per):
-                payload = ble_profile.encode_samples(pending[k:k + per])
-                await self.device.notify_subscribers(self.data_char, payload)
-                self.sent += 1
+            await self._send_pending()
+
+    async def _finish(self) -> None:
+        if self._pending and self.device.connections:
+            await self._send_pending()
+
+    async def _send_pending(self) -> None:
+        # Firmware caps a batch at what the smallest connection MTU carries.
+        mtu = min((c.att_mtu for c in self.device.connections.values()), default=23)
+        per = max(1, min(ble_profile.MAX_BATCH, (mtu - 3 - 1) // ble_profile.RECORD_SIZE))
+        pending, self._pending = self._pending, []
+        for k in range(0, len(pending), per):
+            payload = ble_profile.encode_samples(pending[k:k + per])
+            await self.device.notify_subscribers(self.data_char, payload)
+            self.sent += 1
 
 
 class WitMotionPeripheral(EmulatedPeripheral):
@@ -824,3 +838,93 @@ async def open_remote_central(spec: str) -> "tuple[type, type, Any]":
     await device.power_on()
     scanner, client = bind_backends(BumbleCentral(device))
     return scanner, client, transport
+
+
+# ---------------------------------------------------------------------------
+# Serving a world to another process
+# ---------------------------------------------------------------------------
+def transport_port(transport: Any) -> Optional[int]:
+    """The bound TCP port of a ``tcp-server:`` transport (None for other kinds)."""
+    server = getattr(transport, "server", None)
+    sockets = getattr(server, "sockets", None) or []
+    return int(sockets[0].getsockname()[1]) if sockets else None
+
+
+async def serve_ble(samples36: np.ndarray, *, spec: str = "tcp-server:127.0.0.1:0",
+                    sites: Sequence[str] = SENSORS, witmotion_sites: Sequence[str] = (),
+                    speed: float = 1.0, seed: int = 0,
+                    on_ready: Optional[Callable[[EmulatedBleWorld, Optional[int]], None]] = None,
+                    stop: Optional[asyncio.Event] = None) -> None:
+    """Run six (or the given) emulated IMUs and serve the hub's controller over HCI.
+
+    The world streams ``samples36`` (n, 36), one site per IMU: LiftGuard
+    profile IMUs for ``sites`` and WitMotion look-alikes for
+    ``witmotion_sites``. A hub in another process reaches them with
+    ``open_remote_central("tcp-client:HOST:PORT")``. Runs until ``stop`` is
+    set (or forever).
+
+    Args:
+        on_ready: Called with the world and the bound TCP port once serving.
+    """
+    streams = sensor_streams(samples36)
+    world = EmulatedBleWorld(speed=speed, seed=seed)
+    for site in sites:
+        world.add_liftguard_imu(site, streams[site])
+    for site in witmotion_sites:
+        world.add_witmotion(streams[site], name=f"WT901BLE-{site}")
+    async with world:
+        transport = await world.serve_central_hci(spec)
+        await world.start()
+        if on_ready is not None:
+            on_ready(world, transport_port(transport))
+        await (stop.wait() if stop is not None else asyncio.get_running_loop().create_future())
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m host.ble_emulation``: serve emulated IMUs to another process.
+
+    Prints ``serving tcp-client:HOST:PORT`` on stdout once ready (the spec the
+    hub side passes to :func:`open_remote_central`), then runs until killed.
+    """
+    import argparse
+    import signal
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m host.ble_emulation", description=main.__doc__)
+    parser.add_argument("--data", required=True, help="trial CSV or data set folder to stream")
+    parser.add_argument("--trial", help="trial id within a data set (default: the first)")
+    parser.add_argument("--spec", default="tcp-server:127.0.0.1:0", help="bumble HCI server spec")
+    parser.add_argument("--sites", default=",".join(SENSORS), help="LiftGuard IMU sites")
+    parser.add_argument("--witmotion-sites", default="", help="WitMotion IMU sites")
+    parser.add_argument("--speed", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        samples = load_recording(args.data, args.trial)
+        sites = [s for s in args.sites.split(",") if s]
+        wit = [s for s in args.witmotion_sites.split(",") if s]
+        for s in sites + wit:
+            if s not in SENSORS:
+                raise ConfigError(f"site {s!r}; expected one of {', '.join(SENSORS)}")
+    except (ConfigError, DataError) as exc:
+        print(f"ble_emulation: error: {exc}", file=sys.stderr)
+        return 1
+    host = args.spec.split(":")[1] if args.spec.count(":") >= 2 else "127.0.0.1"
+
+    def ready(_world: EmulatedBleWorld, port: Optional[int]) -> None:
+        print(f"serving tcp-client:{host}:{port}" if port else f"serving {args.spec}", flush=True)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve_ble(samples, spec=args.spec, sites=sites, witmotion_sites=wit,
+                        speed=args.speed, seed=args.seed, on_ready=ready, stop=stop)
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
