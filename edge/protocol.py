@@ -163,7 +163,7 @@ COUNTER_NAMES: Tuple[str, ...] = (
     "bytes_in",  # every byte fed
     "frames_ok",  # frames that became messages
     "garbage_bytes",  # bytes of frames that were rejected, incl. oversize runs
-    "bad_cobs",  # COBS decoding failed (a zero inside, bad code byte)
+    "bad_cobs",  # COBS decoding failed other than by running short (only decode_frame() input with a 0x00 inside)
     "truncated",  # frame ended early: COBS code ran past the end, or body < 4 bytes
     "oversize",  # no delimiter within MAX_ENCODED bytes
     "bad_crc",
@@ -176,6 +176,7 @@ COUNTER_NAMES: Tuple[str, ...] = (
     "seq_gap",  # a forward jump of more than one
     "seq_missed",  # sum of sequence numbers skipped by gaps
     "seq_reset",  # large backward jump: the sensor hub restarted
+    "internal_errors",  # a bug in this module caught by feed(); must stay 0 (the fuzz test checks)
 )
 
 
@@ -1208,9 +1209,10 @@ class FrameDecoder:
         try:
             self._feed(bytes(data), out)
         except Exception as exc:  # pragma: no cover - defensive: a bug must not stop the hub
-            self.counters["bad_payload"] += 1
-            self.last_problem = f"decoder error {type(exc).__name__}: {exc}"
+            self.counters["internal_errors"] += 1
+            self.last_problem = f"internal_errors: {type(exc).__name__}: {exc}"
             self._pending.clear()
+            self._skipping = False
         return out
 
     def _feed(self, data: bytes, out: List[Message]) -> None:
