@@ -7,7 +7,9 @@ Three generators, all seeded:
   and deleted runs, truncation and duplication;
 * structure-aware frames: correct COBS and CRC around random or mutated
   payloads of every known type (and some unknown), so the payload parsers
-  themselves get random input, not just the CRC check.
+  themselves get random input, not just the CRC check;
+* valid messages of every type with random field values (edges included),
+  sometimes mutated.
 
 Each stream goes through a fresh :class:`~edge.protocol.FrameDecoder` in
 random-sized pieces. Checks per stream: nothing escapes; the decoder's own
@@ -49,6 +51,56 @@ def _seed_messages(rng: random.Random) -> list:
         FlashEnd(transfer_id=1, dry_run=True), FlashResult(transfer_id=1, ok=True, message="ok", active_version="2"),
         FlashAbort(transfer_id=1, reason="x"),
     ]
+
+
+def _text(rng: random.Random, limit: int = 40) -> str:
+    return "".join(rng.choice("abcXYZ09 _-é€") for _ in range(rng.randint(0, limit)))
+
+
+def _random_message(rng: random.Random):
+    """A valid message of a random type with random field values (edges included)."""
+    u = rng.randrange
+    kind = u(15)
+    if kind == 0:
+        return Hello(host_id=_text(rng))
+    if kind == 1:
+        return Capabilities(device_id=_text(rng), firmware_version=_text(rng), sample_rate_hz=u(1, 10**6) / 1000,
+                            accel_full_scale_g=u(1, 1 << 16), gyro_full_scale_dps=u(1, 1 << 16),
+                            features=u(1 << 16), max_payload=u(1 << 16),
+                            sensors=tuple(_text(rng, 8) for _ in range(u(17))))
+    if kind == 2:
+        raw = np.array([u(-32768, 32768) for _ in range(36)], np.int16).reshape(6, 6)
+        return SampleFrame(seq=u(1 << 32), t_us=u(1 << 64), valid_mask=u(64), raw=raw)
+    if kind == 3:
+        return Status(uptime_s=u(1 << 32), battery_pct=rng.choice((u(101), 255)), battery_mv=u(1 << 16),
+                      sensor_states=tuple(u(6) for _ in range(u(17))), faults=tuple(u(1 << 16) for _ in range(u(33))))
+    if kind == 4:
+        return Fault(sensor=rng.choice((u(6), 255)), code=u(1 << 16), t_us=u(1 << 64), detail=_text(rng))
+    if kind == 5:
+        return Buzz(buzz_id=u(1 << 16), pattern_ms=tuple(u(10001) for _ in range(u(1, 33))))
+    if kind == 6:
+        return Ack(of_type=u(256), ref=u(1 << 32))
+    if kind == 7:
+        return Nak(of_type=u(256), ref=u(1 << 32), reason=u(1, 14), detail=_text(rng))
+    if kind == 8:
+        return ManagementRequest(request_id=u(1 << 16), op=_text(rng, 10) or "status",
+                                 body={_text(rng, 5): rng.choice((u(100), _text(rng), None, [1.5]))
+                                       for _ in range(u(4))})
+    if kind == 9:
+        return ManagementResponse(request_id=u(1 << 16), ok=rng.random() < 0.5, part=u(1 << 16),
+                                  final=rng.random() < 0.5, body={"k": _text(rng)})
+    if kind == 10:
+        return FlashBegin(transfer_id=u(1 << 32), total_size=u(1, 1 << 32),
+                          sha256=bytes(u(256) for _ in range(32)), name=_text(rng))
+    if kind == 11:
+        return FlashChunk(transfer_id=u(1 << 32), offset=u(1 << 32), data=bytes(u(256) for _ in range(u(1, 200))),
+                          crc32=rng.choice((None, u(1 << 32))))
+    if kind == 12:
+        return FlashEnd(transfer_id=u(1 << 32), dry_run=rng.random() < 0.5, force=rng.random() < 0.5)
+    if kind == 13:
+        return FlashResult(transfer_id=u(1 << 32), ok=rng.random() < 0.5, message=_text(rng),
+                           active_version=_text(rng, 10))
+    return FlashAbort(transfer_id=u(1 << 32), reason=_text(rng))
 
 
 def _random_bytes(rng: random.Random) -> bytes:
@@ -124,13 +176,18 @@ def run_fuzz(n_streams: int, seed: int) -> dict:
     totals = {"streams": 0, "bytes": 0, "messages": 0}
     counter_sums: dict = {}
     for index in range(n_streams):
-        kind = index % 3
+        kind = index % 4
         if kind == 0:
             stream = _random_bytes(rng)
         elif kind == 1:
             stream = _mutated_stream(rng, pool)
-        else:
+        elif kind == 2:
             stream = b"".join(_structured_frame(rng, pool_bodies) for _ in range(rng.randint(1, 3)))
+        else:  # valid messages with random field values; now and then a mutation
+            messages = [_random_message(rng) for _ in range(rng.randint(1, 3))]
+            stream = b"".join(encode_message(m) for m in messages)
+            if rng.random() < 0.3:
+                stream = bytes(_mutate(bytearray(stream), rng))
         decoder = FrameDecoder(track_sequence=rng.random() < 0.7)
         try:
             out = _feed_in_pieces(decoder, stream, rng)
