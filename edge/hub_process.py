@@ -108,7 +108,6 @@ async def amain(args: argparse.Namespace) -> int:
     store = BundleStore(args.store)
     host = BundleHost(store, self_test=not args.no_self_test)
     host.load()
-    print(f"hub-ready {host.line()}", flush=True)
 
     def reload() -> None:
         if host.load():
@@ -118,7 +117,14 @@ async def amain(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.stop)
+    server.opened = asyncio.Event()
     task = asyncio.ensure_future(server.serve())
+    try:
+        await asyncio.wait_for(server.opened.wait(), 10)
+    except asyncio.TimeoutError:
+        print(f"hub: warning: management port {args.port} not open yet ({server.last_error})",
+              file=sys.stderr, flush=True)
+    print(f"hub-ready {host.line()}", flush=True)
     while not task.done():
         await asyncio.wait([task], timeout=args.poll)
         reload()

@@ -210,6 +210,8 @@ class ManagementServer:
         self.results: Dict[int, FlashResult] = {}
         self._serial = None
         self._stop: Optional[asyncio.Event] = None  # created in serve()
+        #: Set (in serve()) once the port is open and being read.
+        self.opened: Optional[asyncio.Event] = None
         self._busy = False
         self.last_error = ""
 
@@ -238,10 +240,13 @@ class ManagementServer:
         import serial
 
         self._stop = asyncio.Event()
+        if self.opened is None:
+            self.opened = asyncio.Event()
         loop = asyncio.get_running_loop()
         while not self._stop.is_set():
             try:
                 await loop.run_in_executor(None, self._open)
+                self.opened.set()
             except HubUnreachable as exc:
                 self.counters["open_errors"] += 1
                 self.last_error = str(exc)
@@ -652,18 +657,19 @@ class ManagementClient:
         Raises:
             HubUnreachable: No Capabilities within ``timeout`` seconds.
         """
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        timeout = max(2.0, self.timeout if timeout is None else timeout)
+        deadline = time.monotonic() + timeout
         while True:
             self.send(Hello(host_id="liftguard-host"))
             try:
                 caps = self.wait_for(lambda m: isinstance(m, Capabilities),
-                                     min(0.5, max(0.05, deadline - time.monotonic())), what="Capabilities")
+                                     min(0.25, max(0.05, deadline - time.monotonic())), what="Capabilities")
                 break
             except HubUnreachable:
                 if time.monotonic() >= deadline:
                     raise HubUnreachable(
                         f"no answer from a LiftGuard hub on {self.port} within "
-                        f"{self.timeout if timeout is None else timeout:g} s; is it powered, connected "
+                        f"{timeout:g} s; is it powered, connected "
                         f"and running the hub service?") from None
         if not caps.features & Feature.MANAGE:
             raise HubRefused(f"the device on {self.port} ({caps.device_id}) is not a hub's management port "
