@@ -68,18 +68,21 @@ class DetectorSettings:
 
     sensors: Tuple[str, ...] = ("Back", "LtWt", "RtWt", "UArm")
     rate_hz: float = SAMPLE_RATE_HZ
-    smooth_s: float = 0.2
-    on_threshold: float = 60.0
-    off_threshold: float = 25.0
-    posture_gain: float = 100.0
+    smooth_s: float = 0.36
+    on_threshold: float = 90.0
+    off_threshold: float = 40.0
+    posture_home_g: float = 0.6
+    min_posture_g: float = 0.0
     confirm_s: float = 0.2
     end_quiet_s: float = 1.0
-    end_quiet_posture_s: float = 1.9
-    start_lead: int = 0
-    end_lag: int = 0
+    end_quiet_posture_s: float = 4.0
+    start_lead: int = 4
+    end_lag: int = 2
     min_duration_s: float = 2.0
     max_duration_s: float = 20.0
     baseline_tau_s: float = 5.0
+    noise_factor: float = 1.6
+    noise_tau_s: float = 5.0
     max_invalid_share: float = 0.2
 
     def __post_init__(self) -> None:
@@ -90,11 +93,12 @@ class DetectorSettings:
         if not self.sensors:
             raise ConfigError("detector.sensors is empty; expected at least one sensor")
         for name in ("rate_hz", "smooth_s", "on_threshold", "off_threshold", "confirm_s", "end_quiet_s",
-                     "end_quiet_posture_s", "min_duration_s", "max_duration_s", "baseline_tau_s"):
+                     "end_quiet_posture_s", "min_duration_s", "max_duration_s", "baseline_tau_s",
+                     "noise_factor", "noise_tau_s"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise ConfigError(f"detector.{name} = {v!r}; expected a positive number")
-        for name in ("posture_gain", "max_invalid_share"):
+        for name in ("posture_home_g", "min_posture_g", "max_invalid_share"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ConfigError(f"detector.{name} = {v!r}; expected a number >= 0")
@@ -173,16 +177,22 @@ class LiftDetector:
         self._act = np.zeros(self.capacity, dtype=np.float64)  # raw movement signal
         self._gyro_cols = np.array([[channel_index(s, "G", a) for a in "xyz"] for s in st.sensors])
         self._acc_cols = np.array([[channel_index(s, "A", a) for a in "xyz"] for s in st.sensors])
-        self._smooth_n = max(1, int(round(st.smooth_s * self.rate)))
+        self._half = max(0, int(round(st.smooth_s * self.rate / 2.0)))
+        self._smooth_n = 2 * self._half + 1
+        n_s = len(st.sensors)
+        self._g = np.zeros((self.capacity, n_s, 3))
+        self._a = np.zeros((self.capacity, n_s, 3))
         self._confirm_n = max(1, int(round(st.confirm_s * self.rate)))
         self._quiet_n = max(1, int(round(st.end_quiet_s * self.rate)))
         self._quiet_posture_n = max(self._quiet_n, int(round(st.end_quiet_posture_s * self.rate)))
         self._min_n = int(round(st.min_duration_s * self.rate))
         self._max_n = int(round(st.max_duration_s * self.rate))
         self._alpha = 1.0 - math.exp(-1.0 / (st.baseline_tau_s * self.rate))
+        self._noise_alpha = 1.0 - math.exp(-1.0 / (st.noise_tau_s * self.rate))
         #: Counters: rows, movements seen, too_short, too_long, windows, skipped.
         self.counters: Dict[str, int] = {k: 0 for k in ("rows", "movements", "too_short", "too_long",
-                                                          "windows", "skipped", "resets", "cut_off")}
+                                                          "windows", "skipped", "resets", "cut_off",
+                                                          "no_posture_change")}
         self._reset_state()
         self.i = -1  # global row index of the newest row
 
@@ -204,11 +214,16 @@ class LiftDetector:
         self.above = 0
         self.start: Optional[int] = None
         self.last_motion: Optional[int] = None
-        self.last_rotation: Optional[int] = None
+        self.max_posture = 0.0
+        self.noise: Optional[float] = None
+        self.off = self.settings.off_threshold
+        self.on = self.settings.on_threshold
         self.pending: List[Tuple[int, int]] = []  # (start, end) awaiting end + post
         self.gyro_bias: Optional[np.ndarray] = None
         self.posture: Optional[np.ndarray] = None
-        self._smooth_sum = 0.0
+        self._g_run = np.zeros((len(self.settings.sensors), 3))
+        self._a_run = np.zeros((len(self.settings.sensors), 3))
+        self.evaluated: Optional[int] = None
 
     def _slot(self, i: int) -> int:
         return i % self.capacity
@@ -235,63 +250,77 @@ class LiftDetector:
 
         gyro = values[self._gyro_cols]  # (n_sensors, 3)
         acc = values[self._acc_cols]
-        if self.gyro_bias is None or not np.all(np.isfinite(self.gyro_bias)):
+        if self.gyro_bias is None:
+            if not (np.all(np.isfinite(gyro)) and np.all(np.isfinite(acc))):
+                return self._due(i)
             self.gyro_bias = gyro.copy()
             self.posture = acc.copy()
-        g = np.sqrt(((gyro - self.gyro_bias) ** 2).sum(axis=1))
-        p = np.sqrt(((acc - self.posture) ** 2).sum(axis=1))
-        posture_dev = float(p.sum())
-        gsum = float(g.sum())
-        a = gsum + st.posture_gain * posture_dev
-        if not math.isfinite(a):
-            a = 0.0  # a gap with NaN policy: no evidence of movement
-        self._act[k] = a
-        # causal moving average of the movement signal
-        self._smooth_sum += a
-        if i - self.first >= self._smooth_n:
-            self._smooth_sum -= self._act[self._slot(i - self._smooth_n)]
-        n_avg = min(self._smooth_n, i - self.first + 1)
-        smooth = self._smooth_sum / n_avg
+        if not np.all(np.isfinite(gyro)):  # a gap under the NaN policy: no evidence of movement
+            gyro = np.where(np.isfinite(gyro), gyro, self.gyro_bias)
+        if not np.all(np.isfinite(acc)):
+            acc = np.where(np.isfinite(acc), acc, self.posture)
+        # centred moving average over 2h+1 rows: evaluated for row j = i - h
+        self._g[k] = gyro
+        self._a[k] = acc
+        self._g_run += gyro
+        self._a_run += acc
+        w = self._smooth_n
+        if i - self.first >= w:
+            old = self._slot(i - w)
+            self._g_run -= self._g[old]
+            self._a_run -= self._a[old]
+        if i - self.first + 1 < w:
+            return self._due(i)
+        j = i - self._half
+        g_mean = self._g_run / w
+        a_mean = self._a_run / w
+        a = float(np.sqrt(((g_mean - self.gyro_bias) ** 2).sum(axis=1)).sum())
+        posture_dev = float(np.sqrt(((a_mean - self.posture) ** 2).sum(axis=1)).sum())
+        self._act[self._slot(j)] = a
+        self.evaluated = j
 
-        out: List[LiftWindow] = []
         if self.state == "idle":
-            if gsum < st.off_threshold and np.all(np.isfinite(gyro)):
+            # the wearer's resting level (sway, tremor, soft tissue) sets the thresholds
+            self.noise = a if self.noise is None else self.noise + self._noise_alpha * (a - self.noise)
+            self.off = max(st.off_threshold, st.noise_factor * self.noise)
+            self.on = max(st.on_threshold, self.off + (st.on_threshold - st.off_threshold))
+            if a < self.off:
                 # still: follow slow bias and posture changes
-                self.gyro_bias += self._alpha * (gyro - self.gyro_bias)
-                self.posture += self._alpha * (acc - self.posture)
-            if smooth > st.on_threshold:
+                self.gyro_bias += self._alpha * (g_mean - self.gyro_bias)
+                self.posture += self._alpha * (a_mean - self.posture)
+            if a > self.on:
                 self.above += 1
                 if self.above >= self._confirm_n:
-                    self._begin(i)
+                    self._begin(j)
             else:
                 self.above = 0
         else:
-            if a >= st.off_threshold:
-                self.last_motion = i
-            if gsum >= st.off_threshold:
-                self.last_rotation = i
-            if self.state == "active" and i - self.start + 1 > self._max_n:
+            if a >= self.off:
+                self.last_motion = j
+            if posture_dev > self.max_posture:
+                self.max_posture = posture_dev
+            if self.state == "active" and j - self.start + 1 > self._max_n:
                 self.counters["too_long"] += 1
                 self.state = "too_long"
-            if i - self.last_motion >= self._quiet_n:
+            quiet = j - self.last_motion
+            if quiet >= self._quiet_n and posture_dev <= st.posture_home_g:
                 # still, and back in the standing posture
-                self._finish(i, self.last_motion)
-            elif i - self.last_rotation >= self._quiet_posture_n:
+                self._finish(j, self.last_motion)
+            elif quiet >= self._quiet_posture_n:
                 # still for long but not in the old posture: the wearer now stands differently
-                self._finish(i, self.last_rotation)
-                self.posture = acc.copy()
-        out.extend(self._due(i))
-        return out
+                self._finish(j, self.last_motion)
+                self.posture = a_mean.copy()
+        return self._due(i)
 
     def _begin(self, i: int) -> None:
         st = self.settings
         j = i
-        lo = max(self.first, i - self._max_n)
-        while j - 1 >= lo and self._act[self._slot(j - 1)] >= st.off_threshold:
+        lo = max(self.first + self._half, i - self._max_n)
+        while j - 1 >= lo and self._act[self._slot(j - 1)] >= self.off:
             j -= 1
         self.start = max(self.first, j - st.start_lead)
         self.last_motion = i
-        self.last_rotation = i
+        self.max_posture = 0.0
         self.state = "active"
         self.above = 0
         self.counters["movements"] += 1
@@ -308,6 +337,9 @@ class LiftDetector:
         end = min(last + self.settings.end_lag, i)
         if end - self.start + 1 < self._min_n:
             self.counters["too_short"] += 1
+            return
+        if self.max_posture < self.settings.min_posture_g:
+            self.counters["no_posture_change"] += 1
             return
         self.pending.append((self.start, end))
 
@@ -355,8 +387,9 @@ class LiftDetector:
         out: List[LiftWindow] = []
         if self.first is not None and self.i >= self.first:
             i = self.i
-            if self.state == "active" and self.last_motion is not None and self.last_motion < i:
-                self._finish(i, self.last_motion)
+            j = self.evaluated if self.evaluated is not None else i
+            if self.state == "active" and self.last_motion is not None and self.last_motion < j:
+                self._finish(j, self.last_motion)
             elif self.state == "active":
                 self.counters["cut_off"] += 1  # still moving when the stream stopped
             for start, end in self.pending:
