@@ -114,3 +114,13 @@ def test_decoder_raises_only_protocol_errors(data):
         bp.decode_samples(data)
     except ProtocolError:
         pass
+
+
+def test_hub_sources_do_not_import_bumble():
+    import subprocess
+    import sys
+
+    code = ("import sys, edge.sources.ble, edge.sources.witmotion, edge.sources.ble_profile; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('bumble', 'host')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -155,3 +155,33 @@ async def test_witmotion_source_reports_a_missing_device():
                                  backend=world.client_backend, scanner_backend=world.scanner_backend)
         with pytest.raises(SourceError, match="not seen"):
             await source.open()
+
+
+async def test_witmotion_reconnect_reconfigures_the_device(tiny_dataset):
+    from host.ble_emulation import EmulatedBleWorld, load_recording, sensor_streams
+
+    thig = sensor_streams(load_recording(tiny_dataset))["Thig"]
+    async with EmulatedBleWorld(seed=4) as world:
+        device = world.add_witmotion(thig)
+        await world.start()
+        source = WitMotionSource(f"witmotion-ble://?Thig={device.address}&timeout=2&backoff=0.1",
+                                 backend=world.client_backend, scanner_backend=world.scanner_backend)
+        events = []
+
+        async def pump():
+            async for e in source.events():
+                events.append(e)
+
+        async with source:
+            task = asyncio.create_task(pump())
+            await asyncio.sleep(0.4)
+            await world.drop(device.name, down_s=0.3)
+            await asyncio.sleep(1.2)
+            task.cancel()
+        states = [e.state for e in events if isinstance(e, SourceStatus) and e.sensor == "Thig"]
+        assert states[0] == "connected" and "lost" in states and states[-1] == "connected"
+        last_up = max(i for i, e in enumerate(events) if isinstance(e, SourceStatus)
+                      and e.state == "connected")
+        assert sum(isinstance(e, SensorReading) for e in events[last_up:]) >= 10
+        # Unlock, rate, save written again at the reconnect.
+        assert device.commands.count(UNLOCK_COMMAND) == 2
