@@ -40,7 +40,7 @@ import asyncio
 import logging
 import math
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -55,7 +55,6 @@ logger = logging.getLogger(__name__)
 from bleak.backends.characteristic import BleakGATTCharacteristic  # noqa: E402
 from bleak.backends.client import BaseBleakClient, NotifyCallback  # noqa: E402
 from bleak.backends.descriptor import BleakGATTDescriptor  # noqa: E402
-from bleak.backends.device import BLEDevice  # noqa: E402
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner  # noqa: E402
 from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection  # noqa: E402
 from bleak.exc import BleakError  # noqa: E402

@@ -26,9 +26,10 @@ Query parameters (all optional except that one of the two forms is needed):
 ============  ==============================================================
 
 Behaviour: :meth:`BleImuSource.open` discovers and connects the expected
-sensors concurrently and returns once all are streaming, or when ``timeout``
-passes with at least one streaming (the others keep retrying in the
-background and are reported ``lost``). It raises
+sensors concurrently and returns once all are streaming, or after
+``2 * timeout + 1`` seconds (one discovery plus one connection) with at least
+one streaming (the others keep retrying in the background and are reported
+``lost``). It raises
 :class:`edge.errors.SourceError` when none could be reached, naming each
 sensor's last failure, and says so plainly when there is no BlueZ/D-Bus.
 
@@ -117,6 +118,7 @@ class _SensorLink:
         self.disconnected = asyncio.Event()
         self.connected_once = asyncio.Event()
         self.last_error = ""
+        self.adapter_missing = False
         self.connects = 0
         self.samples = 0
         self.local_seq = 0
@@ -298,9 +300,7 @@ class BleMultiSource(ImuSource):
             elif site is None and all(c.address != device.address for c in candidates):
                 candidates.append(device)
 
-        from bleak import BleakScanner as _Scanner
-
-        async with _Scanner(on_advert, **self._scanner_kwargs()):
+        async with BleakScanner(on_advert, **self._scanner_kwargs()):
             try:
                 return await asyncio.wait_for(asyncio.shield(found), timeout)
             except asyncio.TimeoutError:
@@ -363,6 +363,7 @@ class BleMultiSource(ImuSource):
                 raise
             except Exception as exc:  # any adapter or GATT failure: retry later
                 hint = adapter_missing_hint(exc)
+                link.adapter_missing = hint is not None
                 link.last_error = hint or f"{type(exc).__name__}: {exc}"
                 self.count(f"{link.site}.connect_failures")
                 if link.client is not None:
@@ -407,11 +408,16 @@ class BleMultiSource(ImuSource):
         wait = self.timeout if timeout is None else timeout
         self._tasks = [asyncio.create_task(self._run_sensor(link), name=f"ble-{link.site}")
                        for link in self._links.values()]
-        waits = [asyncio.ensure_future(link.connected_once.wait()) for link in self._links.values()]
-        # Discovery itself may take `timeout`; allow for one full attempt.
-        done, pending = await asyncio.wait(waits, timeout=wait * 2 + 1.0)
-        for w in pending:
-            w.cancel()
+        # Discovery itself may take `timeout`; allow for one full attempt, but
+        # give up at once when there is no adapter at all.
+        deadline = time.monotonic() + wait * 2 + 1.0
+        links = list(self._links.values())
+        while time.monotonic() < deadline:
+            if all(link.connected_once.is_set() for link in links):
+                break
+            if all(link.adapter_missing for link in links):
+                break
+            await asyncio.sleep(0.02)
         if not any(link.connected_once.is_set() for link in self._links.values()):
             errors = "; ".join(f"{s}: {link.last_error or 'no answer'}"
                                for s, link in self._links.items())
