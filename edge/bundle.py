@@ -573,6 +573,8 @@ class LoadedBundle:
         if q.shape != layout.IMAGE_SHAPE or q.dtype != np.int8:
             raise TensorError(f"model input has shape {q.shape} dtype {q.dtype}; expected {layout.IMAGE_SHAPE} int8")
         with self._lock:
+            if self._interpreter is None:
+                raise BundleError(f"{self.path}: bundle was closed; load it again")
             self._interpreter.set_tensor(self._in["index"], q[np.newaxis])
             self._interpreter.invoke()
             return np.array(self._interpreter.get_tensor(self._out["index"])[0], copy=True)

@@ -32,6 +32,7 @@ import io
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -145,10 +146,36 @@ def load_run_windows(run_dir: Path, data_dir: Optional[Path] = None, progress: b
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Keep the converter's chatter (concrete function dumps) off stdout."""
-    sink = io.StringIO()
-    with contextlib.redirect_stdout(sink):
-        yield
+    """Keep the converter's chatter off the terminal; show it only if conversion fails.
+
+    TensorFlow's converter prints concrete-function dumps from Python and
+    MLIR/absl log lines from C++ straight to file descriptors 1 and 2. Both
+    are captured into a temporary file for the duration; when the block
+    raises, the captured text is written to stderr before the error goes on.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        fds = (sys.stdout.fileno(), sys.stderr.fileno())
+    except (AttributeError, io.UnsupportedOperation, ValueError):  # pytest capture, StringIO
+        fds = ()
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        saved = [os.dup(fd) for fd in fds]
+        try:
+            for fd in fds:
+                os.dup2(sink.fileno(), fd)
+            with contextlib.redirect_stdout(io.StringIO()):
+                yield
+        except BaseException:
+            for fd, old in zip(fds, saved):
+                os.dup2(old, fd)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode("utf-8", "replace")[-20000:])
+            raise
+        finally:
+            for fd, old in zip(fds, saved):
+                os.dup2(old, fd)
+                os.close(old)
 
 
 #: Builtin ops the Edge TPU compiler maps to the TPU (Coral's "supported operations" table).
