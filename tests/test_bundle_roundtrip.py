@@ -188,3 +188,27 @@ def test_edge_imports_no_tensorflow_for_bundles():
             "assert 'tensorflow' not in sys.modules and 'scipy' not in sys.modules; print('clean')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "clean" in out.stdout, out.stderr
+
+
+def test_host_verify_checks_the_target_hubs_sensors(tb):
+    status, out, err = run_cli("host", ["verify", tb.bundle, "--trust", tb.pub, "--sensors", "Side,Back"])
+    assert status == 1 and "which this hub lacks" in err and "LtWt" in err
+    status, out, err = run_cli("host", ["verify", tb.bundle, "--trust", tb.pub, "--sensors", "Side,Bak"])
+    assert status == 1 and "'Bak' is not a sensor" in err
+
+
+def test_passphrase_protected_signing_key(tmp_path, monkeypatch):
+    from edge.errors import ConfigError
+    from quantize.keygen import PASSPHRASE_ENV, load_private_key
+
+    monkeypatch.setenv(PASSPHRASE_ENV, "correct horse")
+    status, out, err = run_cli("quantize", ["keygen", "--out", tmp_path / "k", "--passphrase-env"])
+    assert status == 0, err
+    assert "ENCRYPTED" in (tmp_path / "k").read_text()
+    assert load_private_key(tmp_path / "k") is not None
+    monkeypatch.setenv(PASSPHRASE_ENV, "wrong")
+    with pytest.raises(ConfigError, match="passphrase is wrong"):
+        load_private_key(tmp_path / "k")
+    monkeypatch.delenv(PASSPHRASE_ENV)
+    with pytest.raises(ConfigError, match=PASSPHRASE_ENV):
+        load_private_key(tmp_path / "k")
