@@ -31,7 +31,10 @@ Options:
 
 Every CSV row becomes six :class:`~edge.sources.base.SensorReading` events in
 :data:`edge.layout.SENSORS` order, with ``seq`` the row number (per sensor)
-and ``t_sensor`` the row's ``Time_stp``.
+and ``t_sensor`` the row's ``Time_stp``. Values stay float64 as
+:func:`edge.dataset.read_trial_csv` parsed them (live links deliver float32),
+so a replayed trial reaches the lift detector bit-identical to what training
+read.
 
 Timing works like python-can's ``MessageSync``: the source keeps a *replay
 clock*. ``t_host`` of each reading is the time the reading would have arrived
@@ -272,7 +275,7 @@ class ReplaySource(ImuSource):
             self._elapsed = elapsed
             self.position = name
             t_host = t_start + elapsed
-            values = np.asarray(row, dtype=np.float32)
+            values = row  # float64 as read: a replayed trial reaches the hub bit-identical to training's input
             for j, sensor in enumerate(SENSORS):
                 yield SensorReading(sensor, seqs[j], float(t_rec), t_host, values[6 * j: 6 * j + 6])
                 seqs[j] += 1
