@@ -54,3 +54,35 @@ def test_legacy_hub_refuses_a_bad_bundle_in_one_line(legacy_python, tb, tmp_path
     assert "Traceback" not in out.stderr
     out = legacy(legacy_python, "-m", "edge", "selftest", "--bundle", tb.bundle, "--trust", tb.other_pub)
     assert out.returncode == 1 and "unknown key" in out.stderr
+
+
+def test_proposed_model_bundle_self_tests_on_tflite_runtime_2_14(legacy_python, tmp_path):
+    """The paper's full Table 2 network (untrained weights), converted by TF 2.21, runs on the old runtime."""
+    import numpy as np
+
+    from edge import bundle as bundle_mod
+    from quantize.convert import convert_int8
+    from quantize.data import fit_recipe
+    from quantize.export import build_manifest, golden_vectors
+    from quantize.keygen import generate_keypair, load_private_key
+    from quantize.models import build_model
+
+    rng = np.random.default_rng(1)
+    windows = [rng.normal(size=(int(rng.integers(200, 900)), 36)) * 0.3 for _ in range(20)]
+    recipe = fit_recipe(windows[:16])
+    from edge.signal_path import tensorize_batch
+
+    model_bytes = convert_int8(build_model("proposed", seed=0), tensorize_batch(windows[:16], recipe))
+    inputs, outputs, io_info = golden_vectors(model_bytes, windows[16:], recipe)
+    generate_keypair(tmp_path / "key")
+    manifest = build_manifest(model_id="proposed-legacy", model_version="1.0.0", recipe=recipe, io_info=io_info,
+                              metrics={}, golden_count=4, source={"tool": "legacy test"})
+    path = tmp_path / "proposed.lgb"
+    bundle_mod.write_bundle(path, manifest, {bundle_mod.MODEL_MEMBER: model_bytes,
+                                             bundle_mod.GOLDEN_MEMBER: bundle_mod.golden_npz_bytes(
+                                                 windows[16:], inputs, outputs)},
+                            load_private_key(tmp_path / "key"))
+    out = legacy(legacy_python, "-m", "edge", "selftest", "--bundle", path, "--trust", tmp_path / "key.pub", "--json")
+    assert out.returncode == 0, out.stderr
+    s = json.loads(out.stdout)
+    assert s["runtime"] == "tflite_runtime" and s["selftest"] == "passed" and len(s["golden"]) == 4
