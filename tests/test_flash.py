@@ -212,7 +212,7 @@ def _flash_in_thread(port: str, data: bytes):
     def go():
         try:
             with ManagementClient(port, timeout=1) as client:
-                box["result"] = client.flash(data, install_timeout=2, retries=1)
+                box["result"] = client.flash(data, install_timeout=0.5, retries=1)
         except Exception as exc:  # the hub dies under it: expected
             box["error"] = exc
 
