@@ -142,13 +142,17 @@ class EmulatedPeripheral:
         loop: Replay the recording forever (else stop streaming at its end).
         clock_offset_s: Offset of its clock from the world's start.
         drift_ppm: Clock drift, parts per million.
+        drop_fraction: Share of samples not sent (lost on air), 0..1.
+        garbage_fraction: Share of notifications followed by a malformed one.
+        fault_seed: Seed of the fault injection.
     """
 
     kind = "generic"
 
     def __init__(self, world: "EmulatedBleWorld", name: str, address: str,
                  samples: np.ndarray, *, loop: bool = True, clock_offset_s: float = 0.0,
-                 drift_ppm: float = 0.0) -> None:
+                 drift_ppm: float = 0.0, drop_fraction: float = 0.0,
+                 garbage_fraction: float = 0.0, fault_seed: int = 0) -> None:
         samples = np.asarray(samples, dtype=np.float64)
         if samples.ndim != 2 or samples.shape[1] != 6 or len(samples) < 2:
             raise DataError(f"emulated IMU {name}: samples of shape {samples.shape}; "
@@ -160,6 +164,14 @@ class EmulatedPeripheral:
         self.loop = loop
         self.clock_offset_s = clock_offset_s
         self.drift = drift_ppm * 1e-6
+        for label, share in (("drop_fraction", drop_fraction), ("garbage_fraction", garbage_fraction)):
+            if not 0.0 <= share <= 1.0:
+                raise ConfigError(f"emulated IMU {name}: {label}={share!r}; expected 0 to 1")
+        self.drop_fraction = drop_fraction
+        self.garbage_fraction = garbage_fraction
+        self.fault_rng = np.random.default_rng(fault_seed)
+        self.dropped = 0
+        self.garbage_sent = 0
         self.rate_hz = SAMPLE_RATE_HZ
         self.sent = 0
         self.index = 0  # samples taken (the sequence counter)
@@ -194,6 +206,9 @@ class EmulatedPeripheral:
 
     async def _finish(self) -> None:
         """Called once when a non-looping recording ends."""
+
+    async def _emit_garbage(self) -> None:
+        """Send one malformed notification (fault injection)."""
 
     # -- lifecycle ----------------------------------------------------------
     async def start(self) -> None:
@@ -283,9 +298,14 @@ class EmulatedPeripheral:
                 return
             values = self.sample_at(self.position)
             t_s = self.clock_offset_s + t_dev * (1.0 + self.drift)
-            if self.device.connections and self._streaming():
+            lost = self.drop_fraction and self.fault_rng.random() < self.drop_fraction
+            if lost:
+                self.dropped += 1
+            if self.device.connections and self._streaming() and not lost:
                 try:
                     await self._emit(self.index, t_s, values)
+                    if self.garbage_fraction and self.fault_rng.random() < self.garbage_fraction:
+                        await self._emit_garbage()
                 except Exception as exc:  # connection went away meanwhile
                     logger.debug("%s: notify failed: %s", self.name, exc)
             self.index += 1
@@ -363,6 +383,12 @@ class LiftGuardImuPeripheral(EmulatedPeripheral):
         if self._pending and self.device.connections:
             await self._send_pending()
 
+    async def _emit_garbage(self) -> None:
+        # 1..17 bytes: never the 1 + 18 N of a well-formed notification.
+        n = int(self.fault_rng.integers(1, 18))
+        await self.device.notify_subscribers(self.data_char, self.fault_rng.bytes(n))
+        self.garbage_sent += 1
+
     async def _send_pending(self) -> None:
         # Firmware caps a batch at what the smallest connection MTU carries.
         mtu = min((c.att_mtu for c in self.device.connections.values()), default=23)
@@ -427,6 +453,11 @@ class WitMotionPeripheral(EmulatedPeripheral):
         packet = witmotion.encode_packet(acc, gyro, [roll, pitch, self._yaw])
         await self.device.notify_subscribers(self.notify_char, packet)
         self.sent += 1
+
+    async def _emit_garbage(self) -> None:
+        n = int(self.fault_rng.integers(1, 20))
+        await self.device.notify_subscribers(self.notify_char, self.fault_rng.bytes(n))
+        self.garbage_sent += 1
 
 
 # ---------------------------------------------------------------------------
@@ -721,6 +752,7 @@ class EmulatedBleWorld:
         self.scanner_backend, self.client_backend = bind_backends(self.central)
         self._started = False
         self._servers: List[Any] = []
+        self._scheduled: List[asyncio.Task] = []
 
     # -- building -------------------------------------------------------------
     def add_liftguard_imu(self, site: str, samples: np.ndarray, *, address: Optional[str] = None,
@@ -776,6 +808,18 @@ class EmulatedBleWorld:
         """Disconnect one peripheral from its side and keep it silent ``down_s`` s."""
         await self.peripheral(key).drop(down_s)
 
+    def schedule_drop(self, key: str, at_s: float, down_s: float) -> asyncio.Task:
+        """Drop ``key`` ``at_s`` seconds from now for ``down_s`` seconds (a task)."""
+        peripheral = self.peripheral(key)
+
+        async def later() -> None:
+            await asyncio.sleep(at_s)
+            await peripheral.drop(down_s)
+
+        task = asyncio.create_task(later(), name=f"drop-{key}")
+        self._scheduled.append(task)
+        return task
+
     async def serve_central_hci(self, spec: str = "tcp-server:127.0.0.1:0") -> Any:
         """Expose a hub controller on this link over an HCI transport (cross-process).
 
@@ -796,6 +840,8 @@ class EmulatedBleWorld:
 
     async def close(self) -> None:
         """Stop every peripheral and server."""
+        for task in self._scheduled:
+            task.cancel()
         for p in self.peripherals:
             await p.stop()
         for t in self._servers:
@@ -851,7 +897,9 @@ def transport_port(transport: Any) -> Optional[int]:
 
 async def serve_ble(samples36: np.ndarray, *, spec: str = "tcp-server:127.0.0.1:0",
                     sites: Sequence[str] = SENSORS, witmotion_sites: Sequence[str] = (),
-                    speed: float = 1.0, seed: int = 0,
+                    speed: float = 1.0, seed: int = 0, drop_fraction: float = 0.0,
+                    garbage_fraction: float = 0.0, drift_ppm: float = 0.0,
+                    disconnects: Sequence["tuple[str, float, float]"] = (),
                     on_ready: Optional[Callable[[EmulatedBleWorld, Optional[int]], None]] = None,
                     stop: Optional[asyncio.Event] = None) -> None:
     """Run six (or the given) emulated IMUs and serve the hub's controller over HCI.
@@ -863,20 +911,48 @@ async def serve_ble(samples36: np.ndarray, *, spec: str = "tcp-server:127.0.0.1:
     set (or forever).
 
     Args:
+        drop_fraction: Share of samples each IMU loses on air (seeded).
+        garbage_fraction: Share of notifications followed by a malformed one.
+        drift_ppm: Clock drift of each IMU, parts per million (alternating sign).
+        disconnects: ``(site, at_s, down_s)``: drop that IMU at ``at_s`` seconds
+            after start for ``down_s`` seconds.
         on_ready: Called with the world and the bound TCP port once serving.
     """
     streams = sensor_streams(samples36)
     world = EmulatedBleWorld(speed=speed, seed=seed)
-    for site in sites:
-        world.add_liftguard_imu(site, streams[site])
-    for site in witmotion_sites:
-        world.add_witmotion(streams[site], name=f"WT901BLE-{site}")
+    for k, site in enumerate(list(sites) + list(witmotion_sites)):
+        faults = dict(drop_fraction=drop_fraction, garbage_fraction=garbage_fraction,
+                      drift_ppm=drift_ppm * (1 if k % 2 == 0 else -1), fault_seed=seed + k)
+        if k < len(sites):
+            world.add_liftguard_imu(site, streams[site], **faults)
+        else:
+            world.add_witmotion(streams[site], name=f"WT901BLE-{site}", **faults)
     async with world:
         transport = await world.serve_central_hci(spec)
         await world.start()
+        for site, at_s, down_s in disconnects:
+            key = site if site in sites else f"WT901BLE-{site}"
+            world.schedule_drop(key, at_s, down_s)
         if on_ready is not None:
             on_ready(world, transport_port(transport))
         await (stop.wait() if stop is not None else asyncio.get_running_loop().create_future())
+
+
+def parse_disconnect(text: str) -> "tuple[str, float, float]":
+    """Parse ``SITE@AT:DOWN`` (e.g. ``Back@5:2``) into (site, at_s, down_s).
+
+    Raises:
+        ConfigError: If the text is not in that form or the site is unknown.
+    """
+    try:
+        site, rest = text.split("@", 1)
+        at_s, down_s = (float(x) for x in rest.split(":", 1))
+    except ValueError:
+        raise ConfigError(f"disconnect {text!r}; expected SITE@AT:DOWN, e.g. Back@5:2") from None
+    if site not in SENSORS or at_s < 0 or down_s < 0:
+        raise ConfigError(f"disconnect {text!r}; expected a site of {', '.join(SENSORS)} "
+                          "and non-negative seconds")
+    return site, at_s, down_s
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -897,8 +973,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--witmotion-sites", default="", help="WitMotion IMU sites")
     parser.add_argument("--speed", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--drop-fraction", type=float, default=0.0,
+                        help="share of samples lost on air per IMU (0..1)")
+    parser.add_argument("--garbage-fraction", type=float, default=0.0,
+                        help="share of notifications followed by a malformed one (0..1)")
+    parser.add_argument("--drift-ppm", type=float, default=0.0, help="IMU clock drift, ppm")
+    parser.add_argument("--disconnect", action="append", default=[], metavar="SITE@AT:DOWN",
+                        help="drop SITE AT seconds after start for DOWN seconds (repeatable)")
     args = parser.parse_args(argv)
     try:
+        disconnects = [parse_disconnect(d) for d in args.disconnect]
         samples = load_recording(args.data, args.trial)
         sites = [s for s in args.sites.split(",") if s]
         wit = [s for s in args.witmotion_sites.split(",") if s]
@@ -919,7 +1003,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await serve_ble(samples, spec=args.spec, sites=sites, witmotion_sites=wit,
-                        speed=args.speed, seed=args.seed, on_ready=ready, stop=stop)
+                        speed=args.speed, seed=args.seed, drop_fraction=args.drop_fraction,
+                        garbage_fraction=args.garbage_fraction, drift_ppm=args.drift_ppm,
+                        disconnects=disconnects, on_ready=ready, stop=stop)
 
     asyncio.run(run())
     return 0

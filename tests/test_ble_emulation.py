@@ -117,21 +117,26 @@ async def test_cross_process_hub_reaches_emulated_imus(tiny_dataset):
     streams = sensor_streams(load_recording(tiny_dataset))
     child = subprocess.Popen(
         [sys.executable, "-m", "host.ble_emulation", "--data", str(tiny_dataset),
-         "--sites", "Back,Thig"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--sites", "Back,Thig", "--disconnect", "Thig@1.2:0.3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 30)
         assert line.startswith("serving tcp-client:127.0.0.1:"), (line, child.stderr.read())
         scanner, client, transport = await open_remote_central(line.split()[1])
-        readings = []
-        async with BleImuSource("ble://?name_prefix=LG-IMU&sensors=Back,Thig&timeout=5",
-                                backend=client, scanner_backend=scanner) as source:
-            end = time.monotonic() + 1.0
+        readings, states = [], []
+        async with BleImuSource("ble://?name_prefix=LG-IMU&sensors=Back,Thig&timeout=5"
+                                "&backoff=0.1", backend=client, scanner_backend=scanner) as source:
+            end = time.monotonic() + 2.2
             async for event in source.events():
                 if isinstance(event, SensorReading):
                     readings.append(event)
+                else:
+                    states.append((event.sensor, event.state))
                 if time.monotonic() > end:
                     break
         await transport.close()
+        # The scheduled disconnect in the emulator process reached this hub.
+        thig = [st for site, st in states if site == "Thig"]
+        assert thig[0] == "connected" and "lost" in thig and thig[-1] == "connected", states
         for site in ("Back", "Thig"):
             mine = [r for r in readings if r.sensor == site]
             assert len(mine) >= 15, (site, len(mine))

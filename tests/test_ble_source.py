@@ -168,3 +168,37 @@ async def test_no_bluez_here_gives_a_clear_error():
 def test_bad_urls_are_named(url, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("?", r"\?")):
         BleImuSource(url)
+
+
+async def test_lost_samples_and_garbage_are_counted_not_fatal(recording):
+    from host.ble_emulation import EmulatedBleWorld, sensor_streams
+
+    streams = sensor_streams(recording)
+    async with EmulatedBleWorld(seed=5, speed=2.0) as world:
+        for k, site in enumerate(("LtWt", "RtWt")):
+            world.add_liftguard_imu(site, streams[site], drop_fraction=0.2, garbage_fraction=0.2,
+                                    drift_ppm=200.0, fault_seed=k)
+        await world.start()
+        async with BleImuSource("ble://?name_prefix=LG-IMU&sensors=LtWt,RtWt&batch=3&timeout=3",
+                                backend=world.client_backend,
+                                scanner_backend=world.scanner_backend) as source:
+            readings, statuses = await _collect(source, 1.5)
+        assert {s.sensor for s in statuses if s.state == "connected"} == {"LtWt", "RtWt"}
+        for k, site in enumerate(("LtWt", "RtWt")):
+            device = world.peripheral(site)
+            assert device.config_writes[-1].batch == 3
+            assert len(readings[site]) >= 20
+            _check_values(readings, streams, site)
+            assert source.counters[f"{site}.bad_payload"] >= 1
+            assert source.counters[f"{site}.missed"] >= 1
+            assert device.garbage_sent >= source.counters[f"{site}.bad_payload"]
+            assert not any(s.state == "lost" for s in statuses)
+
+
+def test_disconnect_schedule_parsing():
+    from host.ble_emulation import parse_disconnect
+
+    assert parse_disconnect("Back@5:2.5") == ("Back", 5.0, 2.5)
+    for bad in ("Back5:2", "Hip@1:1", "Back@x:1", "Back@-1:1"):
+        with pytest.raises(ConfigError, match="SITE@AT:DOWN|expected a site"):
+            parse_disconnect(bad)
