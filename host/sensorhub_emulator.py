@@ -544,8 +544,12 @@ class SensorHubEmulator:
         if not port.reader_present():
             self._count("bytes_no_reader", len(data))
             return
-        deadline = time.monotonic() + (5.0 if self.speed == 0 else deadline_s)
-        written = port.write(data, deadline)
+        if self.speed == 0:  # as fast as the link takes it: wait for the reader, however long
+            written = 0
+            while written < len(data) and not self._stop.is_set() and port.reader_present():
+                written += port.write(data[written:], time.monotonic() + 0.1)
+        else:  # a real-time sensor hub cannot wait: what does not fit in time is lost
+            written = port.write(data, time.monotonic() + deadline_s)
         self._count("bytes_sent", written)
         if written < len(data):
             self._count("tx_overflow_bytes", len(data) - written)
@@ -684,7 +688,7 @@ class SensorHubEmulator:
             self._count("frames_repeated")
         if self._held is not None:
             out, self._held = out + self._held, None
-        elif faults.reorder_share and rng.random() < faults.reorder_share:
+        elif faults.reorder_share and k < self.n - 1 and rng.random() < faults.reorder_share:
             self._held, out = out, b""
             self._count("frames_reordered")
         return out
