@@ -9,7 +9,7 @@ energy from events and tissues; this module adds them at the synthesis rate
   rate) at hand events (``grasp``, ``liftoff``, ``place``) and foot contacts
   (``heel``), with per-sensor peak amplitudes in :data:`TRANSIENTS`.
 * Physiological tremor: narrow-band noise around a subject's tremor
-  frequency (8-12 Hz), strongest at the wrists, x1.5 while holding the load.
+  frequency (6-11 Hz), strongest at the wrists, x1.5 while holding the load.
 * Soft-tissue motion: 1-8 Hz band noise whose RMS grows with the sensor's
   linear acceleration and angular rate (spec §7), x1.5 on arms and wrists,
   x BMI/25 on the waist and thigh.
@@ -101,7 +101,7 @@ def transients(n: int, rate_hz: float, events: Iterable[Tuple[str, int, float]],
 def tremor(n: int, rate_hz: float, rng: np.random.Generator, centre_hz: float,
            loaded: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Physiological tremor: ``(accel g, gyro deg/s)`` in sensor frames, each ``(n, 6, 3)``."""
-    lo, hi = max(centre_hz - 1.5, 6.0), min(centre_hz + 1.5, rate_hz / 2 - 1)
+    lo, hi = max(centre_hz - 1.5, 4.0), min(centre_hz + 1.5, rate_hz / 2 - 1)
     env = np.ones(n) if loaded is None else 1.0 + 0.5 * loaded.astype(np.float64)
     a = band_noise(n, rate_hz, lo, hi, rng, (len(SENSORS), 3)) * TREMOR_ACCEL_G[None, :, None]
     g = band_noise(n, rate_hz, lo, hi, rng, (len(SENSORS), 3)) * TREMOR_GYRO_DPS[None, :, None]

@@ -75,7 +75,8 @@ def make_subject(seed: int, index: int, options: SimOptions = SimOptions()) -> S
     0.5 + kappa (Beta(2, 2) - 0.5); rho 0.55 + kappa U(-0.1, 0.1); w_t LN(0, 0.3 kappa);
     elbow preference N(15, 8 kappa) deg; pronation N(60, 15 kappa) deg; foot
     offset N(0, 4 kappa) cm; step propensity min(1, kappa 0.5 Beta(1, 3));
-    speed LN(0, 0.15); tremor N(10, 0.7) Hz clipped to [8, 12].
+    speed LN(0, 0.15); tremor N(8, 1) Hz clipped to [6, 11] (postural hand tremor peaks
+    near 7 Hz, Marsden et al. 1982 / 6-12 Hz, Lakie et al. 2015).
     """
     rng = np.random.default_rng([int(seed), int(index), 1])
     k = options.difficulty
@@ -95,7 +96,7 @@ def make_subject(seed: int, index: int, options: SimOptions = SimOptions()) -> S
     pronation = float(rng.normal(60.0, 15.0 * k) * _D)
     foot_offset = float(rng.normal(0.0, 0.04 * k))
     step_propensity = float(min(1.0, k * 0.5 * rng.beta(1, 3)))
-    tremor_hz = float(np.clip(rng.normal(10.0, 0.7), 8.0, 12.0))
+    tremor_hz = float(np.clip(rng.normal(8.0, 1.0), 6.0, 11.0))
     errors = draw_hardware_errors(rng, options)
     return Subject(f"S{index + 1:02d}", int(index), sex, float(stature), mass, left_handed, dims, style,
                    speed, pronation, foot_offset, step_propensity, tremor_hz, errors)
