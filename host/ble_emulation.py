@@ -211,11 +211,26 @@ class EmulatedPeripheral:
         """Send one malformed notification (fault injection)."""
 
     # -- lifecycle ----------------------------------------------------------
-    async def start(self) -> None:
-        """Power on, advertise and start the sampling clock."""
+    async def start(self, clock_start: Optional[float] = None) -> None:
+        """Power on, advertise and start the sampling clock.
+
+        Args:
+            clock_start: ``time.monotonic()`` instant its clock counts from
+                (the world passes one instant to all its IMUs); default now.
+        """
+        await self.power_on()
+        self.start_clock(clock_start)
+
+    async def power_on(self) -> None:
+        """Power on and advertise, without starting the sampling clock."""
         await self.device.power_on()
         await self._advertise()
-        self._task = asyncio.create_task(self._sample_loop(), name=f"emu-{self.name}")
+
+    def start_clock(self, clock_start: Optional[float] = None) -> None:
+        """Start sampling, counting from ``clock_start`` (monotonic; default now)."""
+        self._task = asyncio.create_task(
+            self._sample_loop(time.monotonic() if clock_start is None else clock_start),
+            name=f"emu-{self.name}")
 
     async def _advertise(self) -> None:
         if self.device.is_advertising or not self.advertise_enabled:
@@ -279,9 +294,8 @@ class EmulatedPeripheral:
     def _recording_done(self, pos: float) -> bool:
         return not self.loop and pos > len(self.samples) - 1 + 1e-9
 
-    async def _sample_loop(self) -> None:
+    async def _sample_loop(self, start: float) -> None:
         speed = self.world.speed
-        start = time.monotonic()
         t_dev = 0.0  # device clock seconds since start
         while True:
             period = 1.0 / self.rate_hz
@@ -800,9 +814,14 @@ class EmulatedBleWorld:
         if not self._started:
             await self._central_device.power_on()
             self._started = True
-        for p in self.peripherals:
-            if p._task is None:
-                await p.start()
+        # Every IMU powers on, then all clocks start at one instant (offsets
+        # between them are `clock_offset_s`, not start-up order).
+        new = [p for p in self.peripherals if p._task is None]
+        for p in new:
+            await p.power_on()
+        clock_start = time.monotonic()
+        for p in new:
+            p.start_clock(clock_start)
 
     async def drop(self, key: str, down_s: float = 0.0) -> None:
         """Disconnect one peripheral from its side and keep it silent ``down_s`` s."""
