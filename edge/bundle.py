@@ -165,11 +165,19 @@ def member_entry(data: bytes) -> Dict[str, Any]:
     return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def layout_section(sensors: Sequence[str] = layout.SENSORS) -> Dict[str, Any]:
-    """Return the manifest's ``layout`` section for a sensor list."""
-    channels = [f"{s}_{k}_{a}" for s in sensors for k in layout.KINDS for a in layout.AXES]
-    return {"sensors": list(sensors), "channels": channels, "units": dict(layout.UNITS),
-            "kinds": list(layout.KINDS), "axes": list(layout.AXES), "time_column": layout.TIME_COLUMN}
+def layout_section(required_sensors: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Return the manifest's ``layout`` section.
+
+    Args:
+        required_sensors: The sensors the model actually uses (a run trained
+            with ``--sensors`` masks the others through the recipe); default
+            all six. The channel layout itself is always the full 36 columns.
+    """
+    required = list(layout.SENSORS) if required_sensors is None else [
+        s for s in layout.SENSORS if s in set(required_sensors)]
+    return {"sensors": list(layout.SENSORS), "required_sensors": required, "channels": list(layout.CHANNELS),
+            "units": dict(layout.UNITS), "kinds": list(layout.KINDS), "axes": list(layout.AXES),
+            "time_column": layout.TIME_COLUMN}
 
 
 def golden_npz_bytes(raw_windows: Sequence[np.ndarray], input_int8: np.ndarray,
@@ -374,7 +382,10 @@ def _check_layout(manifest: Dict[str, Any], hub_sensors: Sequence[str], p: Path)
     sensors = _get(manifest, "layout.sensors", list, p)
     channels = _get(manifest, "layout.channels", list, p)
     units = _get(manifest, "layout.units", dict, p)
-    missing = [s for s in sensors if s not in hub_sensors]
+    required = manifest["layout"].get("required_sensors", sensors)
+    if not isinstance(required, list):
+        raise BundleError(f"{p}: manifest field 'layout.required_sensors' is {required!r}; expected a list")
+    missing = [s for s in required if s not in hub_sensors]
     if missing:
         raise BundleError(f"{p}: bundle needs sensor(s) {', '.join(map(str, missing))} which this hub lacks "
                           f"(hub has {', '.join(hub_sensors) or 'none'})")

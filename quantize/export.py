@@ -141,8 +141,18 @@ def _converter_version() -> str:
 
 def build_manifest(*, model_id: str, model_version: str, recipe: Any, io_info: Dict[str, Any],
                    metrics: Dict[str, Any], golden_count: int, source: Dict[str, Any],
-                   created: Optional[str] = None, edgetpu: bool = False) -> Dict[str, Any]:
-    """The manifest (without ``members``, which :func:`edge.bundle.write_bundle` fills in)."""
+                   created: Optional[str] = None, edgetpu: bool = False,
+                   required_sensors: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """The manifest (without ``members``, which :func:`edge.bundle.write_bundle` fills in).
+
+    ``required_sensors`` defaults to the sensors the recipe does not mask
+    (:func:`quantize.train.recipe_sensors`): a run trained with ``--sensors``
+    fits hubs that have only those.
+    """
+    if required_sensors is None:
+        from .train import recipe_sensors
+
+        required_sensors = recipe_sensors(recipe)
     from edge import bundle, layout
 
     return {
@@ -154,7 +164,7 @@ def build_manifest(*, model_id: str, model_version: str, recipe: Any, io_info: D
         "model_file": bundle.MODEL_MEMBER,
         "edgetpu_model_file": bundle.EDGETPU_MEMBER if edgetpu else None,
         "class_names": list(layout.CLASS_NAMES),
-        "layout": bundle.layout_section(layout.SENSORS),
+        "layout": bundle.layout_section(required_sensors),
         "sample_rate_hz": float(recipe.sample_rate_hz),
         "window": int(recipe.window),
         "recipe_version": recipe.version,

@@ -214,3 +214,27 @@ def test_passphrase_protected_signing_key(tmp_path, monkeypatch):
     monkeypatch.delenv(PASSPHRASE_ENV)
     with pytest.raises(ConfigError, match=PASSPHRASE_ENV):
         load_private_key(tmp_path / "k")
+
+
+def test_bundle_of_a_sensor_subset_run_fits_a_hub_with_only_those_sensors(tb, tmp_path):
+    """A run trained with --sensors (others masked through the recipe) needs only its sensors."""
+    import shutil
+
+    from edge.bundle import load_bundle
+    from edge.errors import BundleError
+    from edge.signal_path import TensorRecipe
+    from quantize.train import mask_recipe
+
+    run = tmp_path / "run"
+    shutil.copytree(tb.run, run)
+    kept = ("Side", "LtWt", "RtWt", "Back", "UArm")
+    mask_recipe(TensorRecipe.load(run / "recipe.json"), kept).save(run / "recipe.json")
+    out = tmp_path / "five.lgb"
+    status, _, err = run_cli("quantize", ["export", "--run", run, "--out", out, "--sign", tb.key,
+                                          "--model-version", "1.3.0", "--golden", 1])
+    assert status == 0, err
+    loaded = load_bundle(out, trusted_keys=[tb.pub], hub_sensors=kept)
+    assert loaded.manifest["layout"]["required_sensors"] == list(kept)
+    assert loaded.manifest["layout"]["channels"][-1] == "Thig_G_z"  # the tensor layout stays 36 channels
+    with pytest.raises(BundleError, match="needs sensor\\(s\\) UArm which this hub lacks"):
+        load_bundle(out, trusted_keys=[tb.pub], hub_sensors=("Side", "LtWt", "RtWt", "Back", "Thig"))
