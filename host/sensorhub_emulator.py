@@ -17,6 +17,9 @@ Where it plays:
   playback starts when a reader opens the port (``wait_for_reader``);
   while nobody has it open, frames are dropped and counted, as a USB CDC
   device does.
+  During a simulated unplug the link is removed (as udev removes
+  ``/dev/serial/by-id`` links), so a reader never reopens a stale
+  ``/dev/pts/N`` that another program's pseudo-terminal may have taken.
 * an existing serial port or pyserial URL (``port="/dev/ttyUSB0"``): for a
   rig whose hub is a separate board behind a USB-serial adapter.
 
@@ -68,6 +71,9 @@ from edge.protocol import (RAW_INVALID, Ack, Buzz, Capabilities, Fault, FaultCod
 
 #: Firmware version the emulator reports.
 EMULATOR_FIRMWARE = "emu-1.0"
+
+#: Pause between a reader opening the pseudo-terminal and the first frame, s.
+READER_SETTLE_S = 0.05
 
 #: Device clock at the first sample, µs (the sensor hub booted a while ago).
 BOOT_OFFSET_US = 5_000_000
@@ -579,6 +585,9 @@ class SensorHubEmulator:
         if self.wait_for_reader:
             while not self._stop.is_set() and not self._port.reader_present():
                 self._service_rx(0.005)
+            # pyserial flushes its input after opening the port (like a USB CDC device waiting
+            # for DTR, give the reader a moment so the first frames are not flushed away).
+            self._stop.wait(READER_SETTLE_S)
         self._send_message(self._capabilities())
         t0 = time.monotonic()
         self._garbage_at = self._garbage_times()
@@ -601,6 +610,11 @@ class SensorHubEmulator:
                 unplugged = True
                 self._port.close()
                 self._port = _Unplugged(self._port.path)
+                if self.pty_link is not None:  # like udev removing /dev/serial/by-id/... on unplug
+                    try:
+                        self.pty_link.unlink()
+                    except FileNotFoundError:
+                        pass
                 self._count("unplugs")
                 self._say(f"emulator: unplugged at {rel:.2f} s")
             elif unplugged and not in_window:
