@@ -202,3 +202,30 @@ def test_disconnect_schedule_parsing():
     for bad in ("Back5:2", "Hip@1:1", "Back@x:1", "Back@-1:1"):
         with pytest.raises(ConfigError, match="SITE@AT:DOWN|expected a site"):
             parse_disconnect(bad)
+
+
+async def test_a_silent_connected_imu_is_reported_and_reconnected(recording):
+    from host.ble_emulation import EmulatedBleWorld, sensor_streams
+    from edge.sources.ble_profile import ImuConfig
+
+    streams = sensor_streams(recording)
+    async with EmulatedBleWorld(seed=6) as world:
+        imu = world.add_liftguard_imu("UArm", streams["UArm"])
+        await world.start()
+        async with BleImuSource("ble://?name_prefix=LG-IMU&sensors=UArm&timeout=2&stall=0.4"
+                                "&backoff=0.1", backend=world.client_backend,
+                                scanner_backend=world.scanner_backend) as source:
+            events = []
+            task = asyncio.create_task(_collect(source, 2.0, sink=events))
+            await asyncio.sleep(0.5)
+            imu.config = ImuConfig(25, 1, streaming=False)  # firmware stops sending, link stays up
+            t_stop = time.monotonic()
+            await task
+        states = [(e.state, e.detail) for e in events if isinstance(e, SourceStatus)]
+        lost = [d for s, d in states if s == "lost"]
+        assert lost and "silent for 0.4 s" in lost[0], states
+        assert states[-1][0] == "connected"
+        assert source.counters["UArm.stalls"] == 1
+        # The reconnect wrote the config again (streaming on) and data resumed.
+        assert imu.config.streaming
+        assert any(isinstance(e, SensorReading) and e.t_host > t_stop + 0.4 for e in events)

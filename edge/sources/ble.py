@@ -21,6 +21,8 @@ Query parameters (all optional except that one of the two forms is needed):
 ``batch``     Samples per notification requested (1..13, default 1).
 ``backoff``   First reconnect delay in seconds, doubled up to ``backoff_max``
               (defaults 0.5 and 30) with 20% seeded jitter.
+``stall``     Seconds a connected IMU may stay silent before it is reported
+              ``lost`` and reconnected (default 5; 0 disables).
 ``adapter``   BlueZ adapter, e.g. ``hci1`` (default: the system default).
 ``seed``      Seed of the jitter (default 0).
 ============  ==============================================================
@@ -120,6 +122,7 @@ class _SensorLink:
         self.last_error = ""
         self.adapter_missing = False
         self.connects = 0
+        self.last_data = 0.0
         self.samples = 0
         self.local_seq = 0
         self.unwrapper = ble_profile.SequenceUnwrapper()
@@ -192,6 +195,7 @@ class BleMultiSource(ImuSource):
         self.timeout = _number(url, query, "timeout", 10.0, 0.1, 3600.0)
         self.backoff = _number(url, query, "backoff", 0.5, 0.01, 600.0)
         self.backoff_max = _number(url, query, "backoff_max", 30.0, 0.01, 3600.0)
+        self.stall = _number(url, query, "stall", 5.0, 0.0, 3600.0)
         self.adapter = _one(query, "adapter", None)
         self.seed = int(_number(url, query, "seed", 0, 0, 2**32 - 1, int))
         self._parse_options(url, query)
@@ -208,7 +212,7 @@ class BleMultiSource(ImuSource):
     # -- subclass hooks -------------------------------------------------
     def _known_options(self) -> set:
         return {"name_prefix", "sensors", "timeout", "rate", "batch", "backoff",
-                "backoff_max", "adapter", "seed"}
+                "backoff_max", "stall", "adapter", "seed"}
 
     def _parse_options(self, url: str, query: Dict[str, List[str]]) -> None:
         self.rate_hz = int(_number(url, query, "rate", 25, 1, 1000, int))
@@ -258,6 +262,7 @@ class BleMultiSource(ImuSource):
     def _put_reading(self, link: _SensorLink, seq: int, t_sensor: float, t_host: float,
                      values: np.ndarray) -> None:
         link.samples += 1
+        link.last_data = t_host
         self._queue.put_nowait(SensorReading(link.site, seq, t_sensor, t_host, values))
 
     def _status(self, site: Optional[str], state: str, detail: str = "") -> None:
@@ -385,15 +390,42 @@ class BleMultiSource(ImuSource):
             attempt = 0
             self._status(link.site, "connected", f"{link.address} ({link.name or '?'})")
             link.connected_once.set()
-            await link.disconnected.wait()
-            link.client = None
+            link.last_data = time.monotonic()
+            stalled = await self._wait_disconnect_or_stall(link)
             if self._closing:
+                link.client = None
                 break
-            link.last_error = "disconnected"
-            self.count(f"{link.site}.disconnects")
-            self._status(link.site, "lost", f"{link.address} disconnected")
+            if stalled:
+                detail = f"{link.address} connected but silent for {self.stall:g} s; reconnecting"
+                self.count(f"{link.site}.stalls")
+                client, link.client = link.client, None
+                try:
+                    await client.disconnect()
+                except Exception:
+                    pass
+            else:
+                link.client = None
+                detail = f"{link.address} disconnected"
+                self.count(f"{link.site}.disconnects")
+            link.last_error = detail
+            self._status(link.site, "lost", detail)
             await asyncio.sleep(delay)
             delay = self._next_delay(delay * 2.0)
+
+    async def _wait_disconnect_or_stall(self, link: _SensorLink) -> bool:
+        """Wait until the link drops (False) or delivers nothing for ``stall`` s (True)."""
+        if not self.stall:
+            await link.disconnected.wait()
+            return False
+        while True:
+            left = link.last_data + self.stall - time.monotonic()
+            if left <= 0:
+                return True
+            try:
+                await asyncio.wait_for(link.disconnected.wait(), left)
+                return False
+            except asyncio.TimeoutError:
+                continue
 
     async def open(self, *, timeout: Optional[float] = None) -> None:
         """Discover and connect the sensors; see the module docstring.
