@@ -54,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="scan N emulated LiftGuard IMUs (bumble, in process) instead of a radio")
     parser.add_argument("--emulated-witmotion", type=int, default=0, metavar="M",
                         help="add M emulated WitMotion IMUs to the emulated world")
+    parser.add_argument("--emulated-unassigned", type=int, default=0, metavar="K",
+                        help="the last K emulated LiftGuard IMUs advertise a serial, not their site")
     add_json_argument(parser)
 
 
@@ -200,8 +202,9 @@ async def _emulated_scan(args: argparse.Namespace) -> List[Dict[str, Any]]:
     world = EmulatedBleWorld(seed=0)
     rng = np.random.default_rng(0)
     samples = rng.normal(0.0, 0.05, size=(50, 6)) + np.array([0, 0, 1.0, 0, 0, 0])
-    for site in SENSORS[:args.emulated]:
-        world.add_liftguard_imu(site, samples)
+    for k, site in enumerate(SENSORS[:args.emulated]):
+        world.add_liftguard_imu(site, samples,
+                                advertise_site=k < args.emulated - args.emulated_unassigned)
     for _ in range(args.emulated_witmotion):
         world.add_witmotion(samples)
     async with world:
@@ -217,6 +220,9 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.emulated <= len(SENSORS):
         raise ConfigError(f"--emulated {args.emulated}; expected 0 to {len(SENSORS)} "
                           "(one emulated IMU per site)")
+    if not 0 <= args.emulated_unassigned <= args.emulated:
+        raise ConfigError(f"--emulated-unassigned {args.emulated_unassigned}; expected 0 to "
+                          f"--emulated ({args.emulated})")
     if args.emulated_witmotion < 0:
         raise ConfigError(f"--emulated-witmotion {args.emulated_witmotion}; expected >= 0")
     emulated = args.emulated or args.emulated_witmotion

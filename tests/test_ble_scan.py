@@ -94,3 +94,17 @@ def test_classify():
     assert classify("WT901BLE68", []) == "witmotion"
     assert classify(None, [witmotion.SERVICE_UUID]) == "witmotion"
     assert classify("Headphones", []) is None
+
+
+def test_scan_connect_reads_the_site_of_unassigned_imus(capsys):
+    rc = main(["scan", "--emulated", "6", "--emulated-unassigned", "2", "--timeout", "0.6",
+               "--connect", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    how = {d["name"]: (d["assigned"], d["how"]) for d in data["devices"]}
+    assert how["LG-IMU-0005"] == ("UArm", "site characteristic")
+    assert how["LG-IMU-0006"] == ("Thig", "site characteristic")
+    assert how["LG-IMU-Side"] == ("Side", "advertised name")
+    rc = main(["scan", "--emulated", "6", "--emulated-unassigned", "2", "--timeout", "0.6", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert {d["how"] for d in data["devices"] if d["name"].endswith(("0005", "0006"))} == {"suggested"}
