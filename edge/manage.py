@@ -29,6 +29,27 @@ whatever its transfer id. On FlashEnd the hub checks the size and sha256,
 then :meth:`edge.store.BundleStore.install` verifies the signature, hashes,
 version and golden self-test before switching atomically.
 
+Windowing and retry rules (go-back-N):
+
+* the laptop keeps at most ``window`` chunks (default 8 x 1,024 bytes) beyond
+  the last acknowledged offset in flight;
+* the hub writes a chunk only if its offset is exactly the next expected one
+  and its CRC-32 matches; it then answers ``FlashAck(next_offset)``
+  (cumulative);
+* a chunk *before* the expected offset (a resend of what the hub has) is
+  answered with ``FlashAck(next_offset)`` again, so the laptop skips ahead;
+* a chunk *after* the expected offset (one before it was lost: a frame with
+  a bad CRC-16 never reaches the hub) is dropped; the first such chunk per
+  expected offset gets ``Nak(BAD_OFFSET, "expected offset N ...")``, later
+  ones are silent so one loss causes one rewind; a chunk with a bad CRC-32
+  always gets ``Nak(CHUNK_CRC)``;
+* on either Nak the laptop goes back to its last acknowledged offset and
+  sends from there; without any progress for ``min(timeout, 2 s)`` it does
+  the same, and gives up after ``retries`` such stalls with "run the same
+  command again to resume";
+* a lost FlashResult is recovered by sending FlashEnd again: the hub repeats
+  the result of a finished transfer id.
+
 Management ops (``ManagementRequest.op`` and body -> response body):
 
 =============  ======================================  =====================================
