@@ -185,3 +185,22 @@ async def test_witmotion_reconnect_reconfigures_the_device(tiny_dataset):
         assert sum(isinstance(e, SensorReading) for e in events[last_up:]) >= 10
         # Unlock, rate, save written again at the reconnect.
         assert device.commands.count(UNLOCK_COMMAND) == 2
+
+
+async def test_witmotion_by_name_for_one_site():
+    from host.ble_emulation import EmulatedBleWorld
+
+    async with EmulatedBleWorld(seed=8) as world:
+        world.add_liftguard_imu("Back", np.zeros((10, 6)))  # not a WitMotion: must be ignored
+        device = world.add_witmotion(np.tile([0.0, 0.0, 1.0, 0.0, 0.0, 5.0], (10, 1)))
+        await world.start()
+        async with WitMotionSource("witmotion-ble://?name_prefix=WT901&sensors=Back&timeout=2",
+                                   backend=world.client_backend,
+                                   scanner_backend=world.scanner_backend) as source:
+            first = None
+            async for event in source.events():
+                if isinstance(event, SensorReading):
+                    first = event
+                    break
+        assert source.health()["sensors"]["Back"]["address"] == device.address
+        np.testing.assert_allclose(first.values, [0, 0, 1, 0, 0, 5], atol=2000 / 32768)
