@@ -47,6 +47,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="signed .lgb bundle under test (default: train and export a small one)")
     group.addoption("--trust", default=None, metavar="KEY.pub",
                     help="public key that signed --bundle")
+    group.addoption("--split", default=None, metavar="JSON",
+                    help="a run's split.json: replay only its test trials of --data")
+    group.addoption("--bundle-next", default=None, metavar="FILE",
+                    help="a newer bundle for the flash-during-shift scenario (default: re-export the built run)")
     group.addoption("--data", default=None, metavar="DIR",
                     help="data set whose test split is replayed (default: simulate a small cohort)")
     group.addoption("--hil-report", default=None, metavar="DIR",
@@ -191,6 +195,8 @@ def hil_options(request: pytest.FixtureRequest) -> dict:
         "bundle": path("--bundle"),
         "trust": path("--trust"),
         "data": path("--data"),
+        "split": path("--split"),
+        "bundle_next": path("--bundle-next"),
         "speed": float(opt("--hil-speed")),
         "seed": int(opt("--hil-seed")),
         "work": path("--hil-work"),

@@ -41,7 +41,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edge.errors import LiftGuardError
-from edge.layout import SAMPLE_RATE_HZ, risk_of_zone
+from edge.layout import SAMPLE_RATE_HZ
 
 from .scoring import Detection, TruthLift
 
@@ -133,37 +133,44 @@ def stream_from_dataset(data_dir: Path, *, gap_s: float = 2.0) -> Stream:
 
 
 def stream_from_shift(shift_dir: Path) -> Stream:
-    """A shift recording (``quantize synth-shift``): one recording CSV and ``events.csv``.
+    """A shift recording written by ``quantize synth-shift``: ``shift.csv`` and ``events.csv``.
 
-    ``events.csv`` rows with a ``lift_start`` and ``lift_end`` (sample indices) and a
-    ``zone`` or ``risk`` are the ground-truth lifts.
+    ``events.csv`` covers every sample once (``start,end,kind,zone,risk,...``,
+    sample indices, end inclusive); its ``kind == "lift"`` rows are the
+    ground-truth lifts, the rest (stand, walk, turn, bend, reach) are what
+    the hub must not buzz for.
 
     Raises:
         RigError: If the folder does not hold a shift (naming what is missing).
     """
     from host.sensorhub_emulator import load_recording
 
-    events = shift_dir / "events.csv"
+    events = Path(shift_dir) / "events.csv"
     if not events.is_file():
         raise RigError(f"shift {shift_dir}: no events.csv (ground truth); expected a quantize synth-shift folder")
     samples, timestamps = load_recording(shift_dir)
     truth = []
     with open(events, newline="", encoding="utf-8") as fh:
-        for row_no, row in enumerate(csv.DictReader(fh), 2):
+        reader = csv.DictReader(fh)
+        need = {"start", "end", "kind", "risk"}
+        if not need <= set(reader.fieldnames or ()):
+            raise RigError(f"{events}: columns {reader.fieldnames}; expected at least {sorted(need)}")
+        for row_no, row in enumerate(reader, 2):
+            if row["kind"] != "lift":
+                continue
             try:
-                start, end = int(row["lift_start"]), int(row["lift_end"])
-            except (KeyError, ValueError, TypeError):
-                continue  # not a lift (walking, idle, ...)
-            risk = row.get("risk") or (risk_of_zone(int(row["zone"])) if row.get("zone") else "")
+                start, end = int(row["start"]), int(row["end"])
+            except ValueError:
+                raise RigError(f"{events}, row {row_no}: start/end {row['start']!r}/{row['end']!r} are not "
+                               f"sample indices") from None
             if not 0 <= start < end < len(timestamps):
                 raise RigError(f"{events}, row {row_no}: lift {start}..{end} outside the recording's "
                                f"{len(timestamps)} samples")
-            truth.append(TruthLift(row.get("lift_id") or row.get("trial_id") or f"lift{row_no - 1}",
-                                   float(timestamps[start] - timestamps[0]), float(timestamps[end] - timestamps[0]),
-                                   risk))
+            truth.append(TruthLift(f"lift{len(truth) + 1:03d}@{start}", float(timestamps[start] - timestamps[0]),
+                                   float(timestamps[end] - timestamps[0]), row["risk"]))
     if not truth:
-        raise RigError(f"{events}: no rows with lift_start and lift_end; expected the shift's lifts")
-    return Stream(shift_dir.name, samples, timestamps, truth, {}, shift_dir)
+        raise RigError(f"{events}: no kind=lift rows; expected the shift's lifts")
+    return Stream(Path(shift_dir).name, samples, timestamps, truth, {}, Path(shift_dir))
 
 
 # --------------------------------------------------------------------------
@@ -192,6 +199,9 @@ class HubProcess:
         self.events_path = self.workdir / f"{name}.events.jsonl"
         self.health_path = self.workdir / f"{name}.health.json"
         self.log_path = self.workdir / f"{name}.log"
+        for old in [self.events_path, self.health_path, self.log_path,
+                    *self.workdir.glob(f"{name}.events.jsonl.*")]:
+            old.unlink(missing_ok=True)  # a fresh run: earlier runs' lines would mix in
         argv = ["run", "--source", source_url, "--events", str(self.events_path),
                 "--health-file", str(self.health_path)]
         if bundle is not None:
@@ -364,6 +374,8 @@ class RunResult:
         wall_s: Wall-clock duration of the playback.
         starts: Number of hub processes that ran (restarts + 1).
         notes: Free text (restart and flash times, ...).
+        hello_s: Stream time at which each hub process opened the port.
+        marks: Stream times noted during the run (``"kill"``, ``"action_start"``, ``"action_end"``).
     """
 
     stream: Stream
@@ -377,6 +389,8 @@ class RunResult:
     wall_s: float
     starts: int
     notes: List[str]
+    hello_s: List[float] = dataclasses.field(default_factory=list)
+    marks: Dict[str, float] = dataclasses.field(default_factory=dict)
 
     def lift_events(self) -> List[Dict[str, Any]]:
         """The classified lifts."""
@@ -427,7 +441,7 @@ def to_detections(events: List[Dict[str, Any]], anchors: List[float], buzzes_s: 
             last_s = first_s + (int(lift["samples"]) - 1) / rate_hz
             if kind == "skipped":
                 skipped.append(e)
-                dets.append(Detection(t0, t1, "skipped", False, None, None))
+                dets.append(Detection(t0, t1, "skipped", False, None, None, last_s))
                 continue
             buzz_s = None
             if e.get("buzzed"):
@@ -436,7 +450,8 @@ def to_detections(events: List[Dict[str, Any]], anchors: List[float], buzzes_s: 
                         claimed[i] = True
                         buzz_s = b
                         break
-            dets.append(Detection(t0, t1, e["risk"], bool(e.get("buzzed")), buzz_s, e.get("latency_ms")))
+            dets.append(Detection(t0, t1, e["risk"], bool(e.get("buzzed")), buzz_s, e.get("latency_ms"),
+                                  last_s, e.get("ready_to_alert_ms"), e.get("model_version")))
     return dets, skipped
 
 
@@ -458,7 +473,8 @@ def play(stream: Stream, workdir: Path, *, bundle: Optional[Path] = None, trust:
         rig_port: Play into this serial port instead of a pty.
         restart_at_s: SIGKILL the hub when playback reaches this stream time and start it again
             after ``restart_down_s`` wall seconds.
-        during: ``(stream_s, action)``: call ``action()`` (in a thread) when playback reaches it.
+        during: ``(stream_s, action)``: call ``action()`` (in a thread) when playback reaches it;
+            its start and end stream times are kept in ``marks``.
         settle_s: Wall seconds to wait after the last sample for the last lifts.
         timeout_s: Wall-clock limit (default: twice the expected playback time + 60 s).
         progress: Called with one line per step.
@@ -479,6 +495,7 @@ def play(stream: Stream, workdir: Path, *, bundle: Optional[Path] = None, trust:
     expected = stream.duration_s / max(speed, 1e-9)
     limit = timeout_s if timeout_s is not None else 2 * expected + 60.0
     notes: List[str] = []
+    marks: Dict[str, float] = {}
     action_thread: Optional[threading.Thread] = None
     action_error: List[BaseException] = []
     health: Dict[str, Any] = {}
@@ -498,6 +515,7 @@ def play(stream: Stream, workdir: Path, *, bundle: Optional[Path] = None, trust:
             rel = stream.rel(pos) if pos >= 0 else -1.0
             if not restarted and rel >= restart_at_s:
                 hub.kill()
+                marks["kill"] = rel
                 notes.append(f"hub SIGKILLed at stream {rel:.1f} s")
                 say(notes[-1])
                 time.sleep(restart_down_s)
@@ -509,7 +527,10 @@ def play(stream: Stream, workdir: Path, *, bundle: Optional[Path] = None, trust:
                         during[1]()
                     except BaseException as exc:  # noqa: BLE001 - reported after the run
                         action_error.append(exc)
+                    finally:
+                        marks["action_end"] = stream.rel(max(emu.position, 0))
                 action_thread = threading.Thread(target=runner, name="hil-during", daemon=True)
+                marks["action_start"] = rel
                 action_thread.start()
                 notes.append(f"action started at stream {rel:.1f} s")
                 acted = True
@@ -540,8 +561,9 @@ def play(stream: Stream, workdir: Path, *, bundle: Optional[Path] = None, trust:
         if e.get("type") == "stop":
             for k, v in (e.get("counts") or {}).items():
                 stop_counts[k] = stop_counts.get(k, 0) + int(v)
+    hello_s = [stream.rel(max(0, min(p + 1, len(stream.timestamps) - 1))) for _, p in hellos]
     return RunResult(stream, events, detections, skipped, buzzes_s, dict(emu.counters), health, stop_counts,
-                     wall, len(hub.launches), notes)
+                     wall, len(hub.launches), notes, hello_s, marks)
 
 
 def _anchors(hellos: List[Tuple[float, int]], launches: List[float], stream: Stream) -> List[float]:
@@ -557,16 +579,20 @@ def _anchors(hellos: List[Tuple[float, int]], launches: List[float], stream: Str
     return anchors
 
 
-def _wait_quiet(hub: HubProcess, settle_s: float) -> None:
-    """Wait until the event log has not grown for ``settle_s`` wall seconds (30 s at most)."""
-    last, since, t_end = -1, time.monotonic(), time.monotonic() + 30.0
+def _wait_quiet(hub: HubProcess, settle_s: float, limit_s: float = 30.0) -> None:
+    """Wait until no lift has been logged for ``settle_s`` wall seconds (``limit_s`` at most).
+
+    Only ``lift`` and ``skipped`` lines count: after the recording ends the
+    rig keeps sending Status, so link-state lines go on appearing.
+    """
+    last, since, t_end = -1, time.monotonic(), time.monotonic() + limit_s
     while time.monotonic() < t_end:
-        size = hub.events_path.stat().st_size if hub.events_path.exists() else 0
-        if size != last:
-            last, since = size, time.monotonic()
+        n = sum(1 for e in hub.events() if e.get("type") in ("lift", "skipped"))
+        if n != last:
+            last, since = n, time.monotonic()
         elif time.monotonic() - since >= settle_s:
             return
-        time.sleep(0.05)
+        time.sleep(0.1)
 
 
 def tail(path: Path, n: int) -> str:

@@ -16,9 +16,13 @@ Definitions used in the QA report (``docs/qa.md``):
   buzzes on a lift whose ground truth is not high, per hour of stream. The two
   parts are reported separately: the first is the hub's fault, the second the
   model's.
-* *Lift end to buzz* = buzz time minus the ground-truth lift end, stream seconds
-  (the hub must wait for the post-lift margin before it can cut the window, so
-  this is at least ``post_samples / rate``).
+* *Lift end to buzz* = buzz time (when the rig received the Buzz command)
+  minus the ground-truth lift end, stream seconds. The hub must wait for the
+  post-lift margin before it can cut the window, so this is at least
+  ``post_samples / rate``; at N times real time the hub's own wall-clock
+  processing counts N times, so the *real-time equivalent* is also given:
+  window's last sample minus lift end, plus the hub's measured wall time from
+  the complete window to the alert output.
 """
 
 from __future__ import annotations
@@ -56,7 +60,12 @@ class Detection:
         buzzed: Whether the buzz observer saw a buzz for it.
         buzz_s: When the buzz was observed, stream seconds (None without a buzz
             or when only the event log is known).
-        latency_ms: The hub's own window-complete-to-decision time, ms.
+        latency_ms: The hub's own inference time, ms.
+        last_s: The window's last sample, stream seconds (when the hub could
+            first have decided).
+        alert_ms: The hub's wall time from the window being complete to the
+            alert output switching on, ms.
+        model_version: The bundle version that classified it.
     """
 
     start_s: float
@@ -65,6 +74,9 @@ class Detection:
     buzzed: bool
     buzz_s: Optional[float] = None
     latency_ms: Optional[float] = None
+    last_s: Optional[float] = None
+    alert_ms: Optional[float] = None
+    model_version: Optional[str] = None
 
 
 @dataclasses.dataclass
@@ -127,6 +139,7 @@ class ShiftScore:
     model_false_buzzes_per_hour: float
     missed_high: int
     lift_end_to_buzz_s: List[float]
+    realtime_lift_end_to_buzz_s: List[float]
     missed_ids: List[str]
 
     @property
@@ -139,6 +152,7 @@ class ShiftScore:
         d = dataclasses.asdict(self)
         d["false_buzzes_per_hour"] = self.false_buzzes_per_hour
         d["lift_end_to_buzz_s"] = summarize(self.lift_end_to_buzz_s)
+        d["realtime_lift_end_to_buzz_s"] = summarize(self.realtime_lift_end_to_buzz_s)
         return d
 
 
@@ -165,6 +179,8 @@ def score_stream(truth: Sequence[TruthLift], detections: Sequence[Detection], *,
     hub_false = sum(1 for d in m.spurious if d.buzzed)
     model_false = sum(1 for t, d in m.pairs if d.buzzed and t.risk != "high")
     latencies = [d.buzz_s - t.end_s for t, d in m.pairs if d.buzzed and d.buzz_s is not None]
+    realtime = [d.last_s - t.end_s + d.alert_ms / 1000.0 for t, d in m.pairs
+                if d.buzzed and d.last_s is not None and d.alert_ms is not None]
     return ShiftScore(
         n_lifts=len(truth),
         n_detections=len(detections),
@@ -175,6 +191,7 @@ def score_stream(truth: Sequence[TruthLift], detections: Sequence[Detection], *,
         model_false_buzzes_per_hour=model_false / hours,
         missed_high=sum(1 for t in m.missed if t.risk == "high"),
         lift_end_to_buzz_s=latencies,
+        realtime_lift_end_to_buzz_s=realtime,
         missed_ids=[t.lift_id for t in m.missed],
     )
 

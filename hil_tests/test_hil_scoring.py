@@ -34,7 +34,7 @@ def test_matching_pairs_each_lift_once():
 
 def test_score_counts_recall_false_buzzes_and_latency():
     """Recall, hub-caused and model-caused false buzzes per hour and latencies are computed as documented."""
-    dets = [Detection(9.5, 12.0, "high", True, 14.5),      # a: correct buzz, 2.5 s after lift end
+    dets = [Detection(9.5, 12.0, "high", True, 14.5, 3.0, 14.0, 30.0),  # a: correct buzz, 2.5 s after lift end
             Detection(39.5, 43.0, "high", True, 45.0),     # b: low lift buzzed -> model false buzz
             Detection(69.0, 72.5, "medium", False),        # c: high lift not buzzed (model miss)
             Detection(500.0, 503.0, "high", True, 505.0)]  # nothing there -> hub false buzz
@@ -46,6 +46,7 @@ def test_score_counts_recall_false_buzzes_and_latency():
     assert s.false_windows_per_hour == pytest.approx(2.0)
     assert s.missed_high == 0
     assert sorted(s.lift_end_to_buzz_s) == pytest.approx([2.0, 2.5])
+    assert s.realtime_lift_end_to_buzz_s == pytest.approx([2.03])  # 14.0 - 12.0 + 30 ms
     with pytest.raises(ValueError, match="duration_s"):
         score_stream(_truth(), dets, duration_s=0)
 
