@@ -314,9 +314,13 @@ class BleMultiSource(ImuSource):
         for device in candidates:
             if device.address.upper() in self._claimed:
                 continue
-            client = await self._connect(link, device)
-            site = await self._site_from_device(client)
-            await client.disconnect()
+            try:
+                client = await self._connect(link, device)
+                site = await self._site_from_device(client)
+                await client.disconnect()
+            except Exception as exc:  # busy or gone: try the next candidate
+                logger.debug("%s: site read from %s failed: %s", link.site, device.address, exc)
+                continue
             if site is not None:
                 self._claimed.setdefault(device.address.upper(), site)
             if site == link.site:
