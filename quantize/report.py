@@ -130,11 +130,12 @@ def plot_swarm(y_true: Sequence[int], probs: np.ndarray, path: Path, title: str 
         xs = np.empty_like(ys)
         # beeswarm-ish: alternate left/right within bins of similar y
         bins = np.floor(ys[order] / 0.04).astype(int)
+        step = min(0.035, 0.84 / max(1, np.bincount(bins - bins.min()).max()))  # widest bin fits in 0.84
         counter: Dict[int, int] = {}
-        for rank, (i, b) in enumerate(zip(order, bins)):
+        for i, b in zip(order, bins):
             k = counter.get(b, 0)
             counter[b] = k + 1
-            offset = ((k + 1) // 2) * 0.035 * (1 if k % 2 else -1)
+            offset = ((k + 1) // 2) * step * (1 if k % 2 else -1)
             xs[i] = c + np.clip(offset, -0.42, 0.42)
         ax.scatter(xs, ys, s=10, c=[colours[int(p) % 3] for p in pred[sel]], alpha=0.8, linewidths=0)
     for edge in (0.5, 1.5):
