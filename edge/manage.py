@@ -447,7 +447,7 @@ class ManagementServer:
             self._busy = False
         if not m.dry_run:
             t.path.unlink(missing_ok=True)
-        self.counters["installs_ok" if result.installed else "installs_noop"] += 1
+        self.counters["dry_runs" if m.dry_run else ("installs_ok" if result.installed else "installs_noop")] += 1
         self._result(t.transfer_id, True, result.message)
         if result.installed and self.on_change is not None:
             maybe = self.on_change()

@@ -125,12 +125,16 @@ def run(args: argparse.Namespace) -> int:
     out = dict(result, hub_id=caps.device_id, model_id=manifest.get("model_id"),
                model_version=manifest["model_version"], previous_version=active, dry_run=args.dry_run,
                rate_bytes_per_s=round(rate, 1), link_share=round(rate / link_rate, 4) if link_rate else None)
+    sent = len(data) - result["resumed_from"]
+    if sent > 0:
+        moved = (f"  sent {human_bytes(sent)}"
+                 + (f" (resumed at {human_bytes(result['resumed_from'])})" if result["resumed_from"] else "")
+                 + f" in {result['transfer_s']:.1f} s at {human_bytes(rate)}/s"
+                 + (f" ({100 * rate / link_rate:.0f}% of the {args.baud}-baud link)" if link_rate else ""))
+    else:
+        moved = "  nothing to send: the hub already held these bytes from an earlier (dry-run or interrupted) transfer"
     text = (f"{'DRY RUN OK' if args.dry_run else 'OK'} hub {caps.device_id}: {result['message']}\n"
-            f"  sent {human_bytes(len(data) - result['resumed_from'])}"
-            + (f" (resumed at {human_bytes(result['resumed_from'])})" if result["resumed_from"] else "")
-            + f" in {result['transfer_s']:.1f} s at {human_bytes(rate)}/s"
-            + (f" ({100 * rate / link_rate:.0f}% of the {args.baud}-baud link)" if link_rate else "")
-            + f"; verify and install {result['total_s'] - result['transfer_s']:.1f} s\n"
+            f"{moved}; verify and install {result['total_s'] - result['transfer_s']:.1f} s\n"
             f"  active bundle: {result['active_version'] or 'none'}")
     emit(args, out, text)
     return 0
