@@ -115,13 +115,8 @@ def _step(name: str) -> None:
         time.sleep(float(delay))
 
 
-def public_key_fingerprint(data: bytes) -> str:
-    """Return a short sha256 fingerprint (``sha256:abcd...``) of a public key file's bytes."""
-    return "sha256:" + hashlib.sha256(data.strip()).hexdigest()[:16]
-
-
-def check_public_key(data: bytes, where: str) -> None:
-    """Check that ``data`` is an Ed25519 public key (PEM, OpenSSH or raw 32 bytes).
+def parse_public_key(data: bytes, where: str):
+    """Parse an Ed25519 public key (PEM, OpenSSH, DER or raw 32 bytes).
 
     Raises:
         ConfigError: Naming ``where`` and what was expected.
@@ -130,23 +125,41 @@ def check_public_key(data: bytes, where: str) -> None:
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
     if len(data) == 32:
-        ed25519.Ed25519PublicKey.from_public_bytes(data)
-        return
+        return ed25519.Ed25519PublicKey.from_public_bytes(data)
     key = None
-    for loader in (serialization.load_pem_public_key, serialization.load_ssh_public_key,
-                   serialization.load_der_public_key):
+    for loader, blob in ((serialization.load_pem_public_key, data.strip()),
+                         (serialization.load_ssh_public_key, data.strip()),
+                         (serialization.load_der_public_key, data)):
         try:
-            key = loader(data.strip() if loader is not serialization.load_der_public_key else data)
+            key = loader(blob)
             break
-        except (ValueError, TypeError):
-            continue
-        except Exception:  # unsupported formats raise various errors
+        except Exception:  # ValueError, TypeError, UnsupportedAlgorithm
             continue
     if key is None:
         raise ConfigError(f"{where}: not a public key; expected an Ed25519 public key "
                           f"(PEM from 'python -m quantize keygen', OpenSSH, or 32 raw bytes)")
     if not isinstance(key, ed25519.Ed25519PublicKey):
         raise ConfigError(f"{where}: is a {type(key).__name__.lstrip('_')}, expected an Ed25519 public key")
+    return key
+
+
+def check_public_key(data: bytes, where: str) -> None:
+    """Check that ``data`` is an Ed25519 public key; raise :class:`ConfigError` if not."""
+    parse_public_key(data, where)
+
+
+def public_key_fingerprint(data: bytes) -> str:
+    """The key id bundles name their signer by (16 hex digits of sha256 of the raw key).
+
+    Same as :func:`edge.bundle.public_key_id`, so ``host status`` and
+    ``host verify`` show the same id; ``"unreadable"`` for a damaged key file.
+    """
+    from .bundle import public_key_id
+
+    try:
+        return public_key_id(parse_public_key(data, "key"))
+    except ConfigError:
+        return "unreadable"
 
 
 @dataclasses.dataclass
@@ -520,4 +533,4 @@ class BundleStore:
 
 
 __all__ = ["BundleStore", "InstallResult", "sha256_file", "atomic_write_bytes", "fsync_dir",
-           "check_public_key", "public_key_fingerprint", "BUNDLE_FILE"]
+           "check_public_key", "parse_public_key", "public_key_fingerprint", "BUNDLE_FILE"]
