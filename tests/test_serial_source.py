@@ -252,6 +252,7 @@ async def test_garbage_bad_crc_truncation_repeats_and_reorders_are_counted(relay
         assert len(readings(events)) == 5 * 6
         c = source.health()["counters"]
         assert c["decoder_garbage_bytes"] > 0
+        assert source.counters["decoder_seq_repeat"] == 1  # also in .counters, not only health()
         # the garbage "frame", the flipped frame, the cut frame and the one-byte frame
         assert c["decoder_bad_crc"] + c["decoder_truncated"] == 4
         assert c["decoder_seq_repeat"] == 1 and c["decoder_seq_reorder"] == 1
@@ -381,7 +382,8 @@ async def test_unplug_and_reopen_with_backoff(tmp_path, sources):
         assert "reconnecting" in link_states[first_lost:]
         assert any("reopened" in s.detail for s in statuses(events, None, "connected"))
         seqs = [r.seq for r in readings(events) if r.sensor == "Side"]
-        assert max(s for s in seqs if s < 50) == 49  # played before the unplug
+        # played up to the unplug (bytes still in the pty when it vanished are lost, as on a real cable)
+        assert 40 <= max(s for s in seqs if s < 50) <= 49
         assert min(s for s in seqs if s >= 50) >= 75  # the next frame after replugging
         assert all(statuses(events, sensor, "lost") for sensor in SENSORS)
         assert source.counters["link_lost"] >= 1 and source.counters["reconnects"] >= 1
@@ -389,3 +391,20 @@ async def test_unplug_and_reopen_with_backoff(tmp_path, sources):
         await source.close()
     finally:
         emulator.stop()
+
+
+async def test_a_stalled_consumer_cannot_exhaust_memory(relay, sources):
+    hub = ScriptedHub(relay.host_path)
+    try:
+        source = await sources(f"serial://{relay.hub_path}?hello=2&queue=20")
+        hub.send(b"".join(encode_message(frame(seq)) for seq in range(1, 31)))  # 180 readings, nobody reading
+        deadline = time.monotonic() + 5
+        while source.counters.get("frames", 0) < 30 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert source.counters["frames"] == 30
+        assert source._queue.qsize() <= 20
+        assert source.counters["overflow"] >= 180 - 20
+        events = await collect(source, lambda ev: sum(r.seq == 30 for r in readings(ev)) == 6)
+        assert {r.seq for r in readings(events)} <= set(range(27, 31))  # only the newest survived
+    finally:
+        hub.close()

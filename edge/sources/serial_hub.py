@@ -41,6 +41,10 @@ Options (query string):
     than real time looks like real time to the aligner (tests, rigs).
 ``buzz_ack``
     Seconds :meth:`SerialHubSource.send_buzz` waits for the Ack (default 0.5).
+``queue``
+    Most events waiting for the consumer (default 100000, over an hour of
+    readings at 25 Hz); beyond it the oldest are dropped and counted
+    ``overflow``, so a stalled consumer cannot exhaust memory.
 
 What the source yields:
 
@@ -87,6 +91,7 @@ _OPTIONS: Dict[str, Tuple[type, Any]] = {
     "backoff_max": (float, 5.0),
     "clock": (str, "host"),
     "buzz_ack": (float, 0.5),
+    "queue": (int, 100_000),
 }
 
 _CLOSED = object()  # end-of-stream marker in the queue
@@ -128,6 +133,8 @@ def parse_serial_url(url: str) -> Tuple[str, Dict[str, Any]]:
     for key in ("hello", "silence", "backoff", "backoff_max", "buzz_ack"):
         if options[key] <= 0:
             raise ConfigError(f"source URL {url!r}: {key}={options[key]:g}; expected a positive number of seconds")
+    if options["queue"] < 10:
+        raise ConfigError(f"source URL {url!r}: queue={options['queue']}; expected at least 10 events")
     if options["stuck"] < 2:
         raise ConfigError(f"source URL {url!r}: stuck={options['stuck']}; expected at least 2 samples")
     if options["clock"] not in ("host", "device"):
@@ -285,7 +292,7 @@ class SerialHubSource(ImuSource):
     def health(self) -> Dict[str, Any]:
         """Link state, capabilities, battery, per-sensor state and every counter."""
         counters = dict(self.counters)
-        counters.update({f"decoder_{k}": v for k, v in self.decoder.counters.items()})
+        counters.update({f"decoder_{k}": v for k, v in self.decoder.counters.items()})  # zeros too
         caps = self.capabilities
         status = self.last_status
         return {
@@ -340,9 +347,24 @@ class SerialHubSource(ImuSource):
             return
         queue = self._queue
         try:
-            self._loop.call_soon_threadsafe(_put_all, queue, events)
+            self._loop.call_soon_threadsafe(self._put_all, queue, events)
         except RuntimeError:  # loop closed during shutdown
             pass
+
+    def _put_all(self, queue: "asyncio.Queue", events: List[Any]) -> None:
+        """On the event loop: enqueue, dropping the oldest events beyond ``queue``."""
+        limit = self.options["queue"]
+        for event in events:
+            if queue.qsize() >= limit:
+                try:
+                    dropped = queue.get_nowait()
+                except asyncio.QueueEmpty:  # pragma: no cover - qsize said otherwise
+                    dropped = None
+                if dropped is _CLOSED:  # never lose the end marker
+                    queue.put_nowait(dropped)
+                else:
+                    self.count("overflow")
+            queue.put_nowait(event)
 
     def _reader(self) -> None:
         backoff = self.options["backoff"]
@@ -394,6 +416,9 @@ class SerialHubSource(ImuSource):
             if data:
                 for message in self.decoder.feed(data):
                     self._handle(message, now, events)
+                for key, value in self.decoder.counters.items():  # visible in .counters too
+                    if value:
+                        self.counters[f"decoder_{key}"] = value
             self._check_silence(now, events)
             self._emit(events)
 
@@ -532,11 +557,6 @@ class SerialHubSource(ImuSource):
                 events.append(SourceStatus(sensor, "connected", detail, t_host))
             events.append(SensorReading(sensor, frame.seq, t_sensor, t_host, values[row]))
         self.count("frames")
-
-
-def _put_all(queue: "asyncio.Queue", events: List[Any]) -> None:
-    for event in events:
-        queue.put_nowait(event)
 
 
 __all__ = ["SerialHubSource", "parse_serial_url", "DEFAULT_BAUD"]
