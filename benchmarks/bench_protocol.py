@@ -15,6 +15,10 @@ Figures recorded (``python -m benchmarks protocol``):
   pseudo-terminal, the ``serial://`` source's pyserial reader thread,
   decoding, scaling and the asyncio queue, until six readings per frame
   reach the consumer. Expressed also as a multiple of real time.
+* ``serial_buzz_to_sensor_hub_ms`` and ``serial_buzz_ack_ms``: median time
+  from ``SerialHubSource.send_buzz`` to the emulated sensor hub having the
+  Buzz (when a real one starts its motor), and to the Ack coming back,
+  over 50 buzzes while samples stream at real time.
 
 All inputs are seeded; each figure is the best of three runs.
 """
@@ -105,6 +109,42 @@ async def _serial_path_rate(n: int) -> float:
         emulator.stop()
 
 
+async def _buzz_latency(n_buzzes: int = 50):
+    from edge.sources.serial_hub import SerialHubSource
+    from host.sensorhub_emulator import SensorHubEmulator
+
+    rng = np.random.default_rng(4)
+    n = 25 * 60
+    emulator = SensorHubEmulator(None, rng.normal(0, 0.5, (n, 36)), 1.7e9 + np.arange(n) / 25.0,
+                                 speed=1.0).start()
+    source = SerialHubSource(f"serial://{emulator.path}?hello=2")
+    to_hub, round_trip = [], []
+    try:
+        await source.open()
+        drain = asyncio.create_task(_drain(source))
+        await asyncio.sleep(0.5)
+        for i in range(n_buzzes):
+            before = len(emulator.buzz_records)
+            t0 = time.monotonic()
+            ok = await source.send_buzz([100, 50, 100])
+            t1 = time.monotonic()
+            if not ok:
+                raise RuntimeError(f"buzz {i} not acknowledged: {source.health()['counters']}")
+            round_trip.append((t1 - t0) * 1000)
+            to_hub.append((emulator.buzz_records[before].t_host - t0) * 1000)
+            await asyncio.sleep(0.03 + 0.01 * (i % 3))  # off the frame grid now and then
+        drain.cancel()
+    finally:
+        await source.close()
+        emulator.stop()
+    return float(np.median(to_hub)), float(np.percentile(to_hub, 95)), float(np.median(round_trip))
+
+
+async def _drain(source) -> None:
+    async for _ in source.events():
+        pass
+
+
 def main() -> None:
     """Measure and record the protocol figures."""
     n = 50_000
@@ -133,6 +173,13 @@ def main() -> None:
     record("serial_source_frames_per_s", round(best), "frames/s", ">= 2500 (100x real time)", best >= 2500,
            f"emulator at speed 0 on a pseudo-terminal, pyserial reader thread, decode, scale, asyncio queue; "
            f"10,000 frames = 60,000 readings; {best / 25:.0f}x real time; best of 3")
+    print("protocol: buzz latency over serial (50 buzzes while streaming at real time)", file=sys.stderr, flush=True)
+    median_hub, p95_hub, median_ack = asyncio.run(_buzz_latency())
+    record("serial_buzz_to_sensor_hub_ms", round(median_hub, 2), "ms", "< 50 ms (median)", median_hub < 50,
+           f"send_buzz() to the emulated sensor hub decoding the Buzz over a pty, samples streaming at 25 Hz; "
+           f"p95 {p95_hub:.2f} ms; 50 buzzes")
+    record("serial_buzz_ack_ms", round(median_ack, 2), "ms", "< 50 ms (median)", median_ack < 50,
+           "send_buzz() until the Ack is back and the call returns True; 50 buzzes")
     print(f"protocol: decode {rate:.0f} frames/s, garbage {garbage:.1f} MB/s, encode {enc:.0f} frames/s, "
           f"serial path {best:.0f} frames/s", file=sys.stderr)
 
