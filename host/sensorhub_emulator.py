@@ -246,12 +246,16 @@ class _PtyPort:
 
     def reader_present(self) -> bool:
         """Whether some process has the slave side open."""
-        return not any(ev & select.POLLHUP for _, ev in self.poller.poll(0))
+        if self.master < 0:
+            return False
+        return not any(ev & (select.POLLHUP | select.POLLNVAL) for _, ev in self.poller.poll(0))
 
-    def fileno(self) -> int:
-        return self.master
+    def fileno(self) -> Optional[int]:
+        return self.master if self.master >= 0 else None
 
     def read(self) -> bytes:
+        if self.master < 0:
+            return b""
         try:
             return os.read(self.master, 65536)
         except (BlockingIOError, InterruptedError):
@@ -282,10 +286,14 @@ class _PtyPort:
         return written
 
     def close(self) -> None:
-        try:
-            os.close(self.master)
-        except OSError:
-            pass
+        """Close the master side once (a second close must not hit a reused descriptor)."""
+        master, self.master = self.master, -1
+        if master >= 0:
+            try:
+                self.poller.unregister(master)
+            except (KeyError, ValueError):
+                pass
+            os.close(master)
 
 
 class _Unplugged:

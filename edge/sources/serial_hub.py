@@ -206,6 +206,11 @@ class SerialHubSource(ImuSource):
         self._queue = asyncio.Queue()
         self._stop.clear()
         self._closed_sent = False
+        self._caps_event.clear()
+        self.decoder.reset()
+        self._clock_anchor = None
+        self._last_frame_at = None
+        self._link_quiet = False
         try:
             port = await self._loop.run_in_executor(None, self._open_port)
         except Exception as exc:  # pyserial raises SerialException/OSError/ValueError
