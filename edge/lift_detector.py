@@ -75,15 +75,21 @@ class DetectorSettings:
     min_posture_g: float = 0.0
     confirm_s: float = 0.2
     end_quiet_s: float = 1.0
-    end_quiet_posture_s: float = 4.0
+    end_quiet_posture_s: float = 5.0
     start_lead: int = 4
     end_lag: int = 2
-    min_duration_s: float = 2.0
+    min_duration_s: float = 4.0
     max_duration_s: float = 20.0
     baseline_tau_s: float = 5.0
     noise_factor: float = 1.6
     noise_tau_s: float = 5.0
     max_invalid_share: float = 0.2
+    gait_detection: bool = True
+    gait_sensors: Tuple[str, ...] = ("Side", "Thig")
+    gait_window_s: float = 0.5
+    gait_impact_g: float = 0.12
+    gait_thigh_dps: float = 30.0
+    gait_confirm_s: float = 0.5
 
     def __post_init__(self) -> None:
         self.sensors = tuple(self.sensors)
@@ -92,9 +98,17 @@ class DetectorSettings:
                 raise ConfigError(f"detector.sensors: {s!r} is not a sensor; expected some of {', '.join(SENSORS)}")
         if not self.sensors:
             raise ConfigError("detector.sensors is empty; expected at least one sensor")
+        self.gait_sensors = tuple(self.gait_sensors)
+        for s in self.gait_sensors:
+            if s not in SENSORS:
+                raise ConfigError(f"detector.gait_sensors: {s!r} is not a sensor; expected some of "
+                                  f"{', '.join(SENSORS)}")
+        if not isinstance(self.gait_detection, bool):
+            raise ConfigError(f"detector.gait_detection = {self.gait_detection!r}; expected true or false")
         for name in ("rate_hz", "smooth_s", "on_threshold", "off_threshold", "confirm_s", "end_quiet_s",
                      "end_quiet_posture_s", "min_duration_s", "max_duration_s", "baseline_tau_s",
-                     "noise_factor", "noise_tau_s"):
+                     "noise_factor", "noise_tau_s", "gait_window_s", "gait_impact_g", "gait_thigh_dps",
+                     "gait_confirm_s"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise ConfigError(f"detector.{name} = {v!r}; expected a positive number")
@@ -162,6 +176,11 @@ class LiftDetector:
             (:attr:`recipe`) when a new bundle is taken up.
         capacity: Rows kept in the ring buffer (must hold pre + the longest
             lift + post).
+
+    Every row is stored, then features are computed with centred windows, so
+    the state machine runs :attr:`lag` rows behind the newest row (0.5 s by
+    default); the lift's end is confirmed ``end_quiet_s`` after its last
+    movement, which with the lag still falls before ``end + post``.
     """
 
     def __init__(self, settings: Optional[DetectorSettings] = None, recipe: Any = None,
@@ -171,27 +190,42 @@ class LiftDetector:
         self.rate = st.rate_hz
         need = DEFAULT_PRE_SAMPLES + int(st.max_duration_s * self.rate) + DEFAULT_POST_SAMPLES + 100
         self.capacity = max(capacity or 0, need, 1024)
-        self._buf = np.zeros((self.capacity, 36), dtype=np.float64)
-        self._valid = np.ones((self.capacity, len(SENSORS)), dtype=bool)
-        self._times = np.zeros(self.capacity, dtype=np.float64)
-        self._act = np.zeros(self.capacity, dtype=np.float64)  # raw movement signal
+        cap = self.capacity
+        n_s = len(st.sensors)
+        self._buf = np.zeros((cap, 36), dtype=np.float64)
+        self._valid = np.ones((cap, len(SENSORS)), dtype=bool)
+        self._times = np.zeros(cap, dtype=np.float64)
+        self._act = np.zeros(cap)            # movement signal per row
+        self._pdev = np.zeros(cap)           # posture deviation per row, g
+        self._gmean = np.zeros((cap, n_s, 3))  # smoothed gyroscopes per row
+        self._amean = np.zeros((cap, n_s, 3))  # smoothed accelerometers per row
+        self._gait = np.zeros(cap, dtype=bool)
+        self._g = np.zeros((cap, n_s, 3))
+        self._a = np.zeros((cap, n_s, 3))
         self._gyro_cols = np.array([[channel_index(s, "G", a) for a in "xyz"] for s in st.sensors])
         self._acc_cols = np.array([[channel_index(s, "A", a) for a in "xyz"] for s in st.sensors])
         self._half = max(0, int(round(st.smooth_s * self.rate / 2.0)))
         self._smooth_n = 2 * self._half + 1
-        n_s = len(st.sensors)
-        self._g = np.zeros((self.capacity, n_s, 3))
-        self._a = np.zeros((self.capacity, n_s, 3))
+        # gait features: impact energy of the gait sensors' accelerometers, swing of the thigh gyroscope
+        self._gait_acc_cols = np.array([[channel_index(s, "A", a) for a in "xyz"] for s in st.gait_sensors])
+        self._thigh_cols = np.array([channel_index("Thig", "G", a) for a in "xyz"])
+        self._h1 = max(1, int(round(st.gait_window_s * self.rate / 2.0)))  # high-pass half window
+        self._h2 = self._h1  # RMS half window
+        self._m = np.zeros((cap, len(st.gait_sensors) + 3))   # accel magnitudes + thigh gyro axes
+        self._hp2 = np.zeros((cap, len(st.gait_sensors) + 1))  # squared high-passed values
+        #: Rows between the newest row and the row the state machine evaluates.
+        self.lag = max(self._half, self._h1 + self._h2) if st.gait_detection else self._half
         self._confirm_n = max(1, int(round(st.confirm_s * self.rate)))
+        self._gait_n = max(1, int(round(st.gait_confirm_s * self.rate)))
         self._quiet_n = max(1, int(round(st.end_quiet_s * self.rate)))
         self._quiet_posture_n = max(self._quiet_n, int(round(st.end_quiet_posture_s * self.rate)))
         self._min_n = int(round(st.min_duration_s * self.rate))
         self._max_n = int(round(st.max_duration_s * self.rate))
         self._alpha = 1.0 - math.exp(-1.0 / (st.baseline_tau_s * self.rate))
         self._noise_alpha = 1.0 - math.exp(-1.0 / (st.noise_tau_s * self.rate))
-        #: Counters: rows, movements seen, too_short, too_long, windows, skipped.
-        self.counters: Dict[str, int] = {k: 0 for k in ("rows", "movements", "too_short", "too_long",
-                                                          "windows", "skipped", "resets", "cut_off",
+        #: Counters: rows, movements, too_short, too_long, gait_cut, windows, skipped, resets, cut_off.
+        self.counters: Dict[str, int] = {k: 0 for k in ("rows", "movements", "too_short", "too_long", "gait_rows",
+                                                          "gait_cut", "restarted", "windows", "skipped", "resets", "cut_off",
                                                           "no_posture_change")}
         self._reset_state()
         self.i = -1  # global row index of the newest row
@@ -209,9 +243,12 @@ class LiftDetector:
 
     # -- state -------------------------------------------------------------
     def _reset_state(self) -> None:
-        self.first = None  # global index of the first row since the last reset
-        self.state = "idle"
+        n_s = len(self.settings.sensors)
+        self.first: Optional[int] = None  # global index of the first row since the last reset
+        self.state = "idle"                # idle | active | too_long | gait
         self.above = 0
+        self.gait_run = 0
+        self.floor: Optional[int] = None   # a movement never starts before this row (end of gait)
         self.start: Optional[int] = None
         self.last_motion: Optional[int] = None
         self.max_posture = 0.0
@@ -221,8 +258,10 @@ class LiftDetector:
         self.pending: List[Tuple[int, int]] = []  # (start, end) awaiting end + post
         self.gyro_bias: Optional[np.ndarray] = None
         self.posture: Optional[np.ndarray] = None
-        self._g_run = np.zeros((len(self.settings.sensors), 3))
-        self._a_run = np.zeros((len(self.settings.sensors), 3))
+        self._g_run = np.zeros((n_s, 3))
+        self._a_run = np.zeros((n_s, 3))
+        self._m_run = np.zeros(self._m.shape[1])
+        self._hp2_run = np.zeros(self._hp2.shape[1])
         self.evaluated: Optional[int] = None
 
     def _slot(self, i: int) -> int:
@@ -252,6 +291,7 @@ class LiftDetector:
         acc = values[self._acc_cols]
         if self.gyro_bias is None:
             if not (np.all(np.isfinite(gyro)) and np.all(np.isfinite(acc))):
+                self.first = i + 1  # nothing to learn the standing posture from yet
                 return self._due(i)
             self.gyro_bias = gyro.copy()
             self.posture = acc.copy()
@@ -259,82 +299,160 @@ class LiftDetector:
             gyro = np.where(np.isfinite(gyro), gyro, self.gyro_bias)
         if not np.all(np.isfinite(acc)):
             acc = np.where(np.isfinite(acc), acc, self.posture)
-        # centred moving average over 2h+1 rows: evaluated for row j = i - h
+        n_rows = i - self.first + 1
+
+        # 1. movement signal for row i - half (centred moving average of 2h+1 rows)
         self._g[k] = gyro
         self._a[k] = acc
         self._g_run += gyro
         self._a_run += acc
         w = self._smooth_n
-        if i - self.first >= w:
+        if n_rows > w:
             old = self._slot(i - w)
             self._g_run -= self._g[old]
             self._a_run -= self._a[old]
-        if i - self.first + 1 < w:
+        if n_rows >= w:
+            c = self._slot(i - self._half)
+            g_mean = self._g_run / w
+            a_mean = self._a_run / w
+            self._gmean[c] = g_mean
+            self._amean[c] = a_mean
+            self._act[c] = float(np.sqrt(((g_mean - self.gyro_bias) ** 2).sum(axis=1)).sum())
+            self._pdev[c] = float(np.sqrt(((a_mean - self.posture) ** 2).sum(axis=1)).sum())
+
+        # 2. gait for row i - h1 - h2: high-pass (centred mean over 2*h1+1), then RMS over 2*h2+1
+        if st.gait_detection:
+            gait_acc = values[self._gait_acc_cols]
+            m = np.concatenate([np.sqrt((gait_acc ** 2).sum(axis=1)), values[self._thigh_cols]])
+            m = np.where(np.isfinite(m), m, 0.0)
+            self._m[k] = m
+            self._m_run += m
+            w1 = 2 * self._h1 + 1
+            if n_rows > w1:
+                self._m_run -= self._m[self._slot(i - w1)]
+            if n_rows >= w1:
+                c = i - self._h1
+                hp = self._m[self._slot(c)] - self._m_run / w1
+                n_acc = len(st.gait_sensors)
+                hp2 = np.concatenate([hp[:n_acc] ** 2, [float((hp[n_acc:] ** 2).sum())]])
+                self._hp2[self._slot(c)] = hp2
+                self._hp2_run += hp2
+                w2 = 2 * self._h2 + 1
+                if c - self.first - self._h1 + 1 > w2:
+                    self._hp2_run -= self._hp2[self._slot(c - w2)]
+                if c - self.first - self._h1 + 1 >= w2:
+                    rms = np.sqrt(np.maximum(self._hp2_run, 0.0) / w2)
+                    gait = bool(np.any(rms[:n_acc] > st.gait_impact_g) or rms[n_acc] > st.gait_thigh_dps)
+                    self._gait[self._slot(c - self._h2)] = gait
+
+        # 3. the state machine, lag rows behind
+        j = i - self.lag
+        if j < self.first + self.lag:
             return self._due(i)
-        j = i - self._half
-        g_mean = self._g_run / w
-        a_mean = self._a_run / w
-        a = float(np.sqrt(((g_mean - self.gyro_bias) ** 2).sum(axis=1)).sum())
-        posture_dev = float(np.sqrt(((a_mean - self.posture) ** 2).sum(axis=1)).sum())
-        self._act[self._slot(j)] = a
         self.evaluated = j
+        self._step(j)
+        return self._due(i)
+
+    def _step(self, j: int) -> None:
+        st = self.settings
+        c = self._slot(j)
+        a = float(self._act[c])
+        posture_dev = float(self._pdev[c])
+        gait = bool(self._gait[c]) if st.gait_detection else False
+        self.gait_run = self.gait_run + 1 if gait else 0
+        if gait:
+            self.counters["gait_rows"] += 1
+
+        if self.gait_run >= self._gait_n and self.state != "gait":
+            # walking or turning: not a lift; a movement in progress ended where the gait began
+            gait_start = j - self.gait_run + 1
+            if self.state == "active":
+                last = min(self.last_motion, gait_start - 1)
+                self.counters["gait_cut"] += 1
+                self._finish(j, max(last, self.start))
+            self.state = "gait"
+            self.above = 0
+            return
+        if self.state == "gait":
+            if not gait:
+                self.state = "idle"
+                self.floor = j
+            else:
+                return
 
         if self.state == "idle":
             # the wearer's resting level (sway, tremor, soft tissue) sets the thresholds
-            self.noise = a if self.noise is None else self.noise + self._noise_alpha * (a - self.noise)
+            # (each row counts at most at the current off threshold, so movements that do not start a
+            # lift, and the tails of gait, barely raise it)
+            level = min(a, self.on)
+            self.noise = level if self.noise is None else self.noise + self._noise_alpha * (level - self.noise)
             self.off = max(st.off_threshold, st.noise_factor * self.noise)
             self.on = max(st.on_threshold, self.off + (st.on_threshold - st.off_threshold))
-            if a < self.off:
+            if a < self.off and not gait:
                 # still: follow slow bias and posture changes
-                self.gyro_bias += self._alpha * (g_mean - self.gyro_bias)
-                self.posture += self._alpha * (a_mean - self.posture)
+                self.gyro_bias += self._alpha * (self._gmean[c] - self.gyro_bias)
+                self.posture += self._alpha * (self._amean[c] - self.posture)
             if a > self.on:
                 self.above += 1
                 if self.above >= self._confirm_n:
                     self._begin(j)
             else:
                 self.above = 0
-        else:
-            if a >= self.off:
-                self.last_motion = j
-            if posture_dev > self.max_posture:
+            return
+
+        # active or too_long
+        if a >= self.off:
+            if j - self.last_motion > self._quiet_n:
+                # movement again after a still spell: a later lift may start here
+                self.restart_at = j
+            self.last_motion = j
+        if posture_dev > self.max_posture:
+            self.max_posture = posture_dev
+        if self.state == "active" and j - self.start + 1 > self._max_n:
+            if self.restart_at is not None and j - self.restart_at + 1 <= self._max_n // 2:
+                # back-to-back movements: drop the older ones, keep what followed the last still spell
+                self.counters["restarted"] += 1
+                self.start = max(self.first, self.restart_at - st.start_lead)
+                self.restart_at = None
                 self.max_posture = posture_dev
-            if self.state == "active" and j - self.start + 1 > self._max_n:
+            else:
                 self.counters["too_long"] += 1
                 self.state = "too_long"
-            quiet = j - self.last_motion
-            if quiet >= self._quiet_n and posture_dev <= st.posture_home_g:
-                # still, and back in the standing posture
-                self._finish(j, self.last_motion)
-            elif quiet >= self._quiet_posture_n:
-                # still for long but not in the old posture: the wearer now stands differently
-                self._finish(j, self.last_motion)
-                self.posture = a_mean.copy()
-        return self._due(i)
+        quiet = j - self.last_motion
+        if quiet >= self._quiet_n and posture_dev <= st.posture_home_g:
+            # still, and back in the standing posture
+            self._finish(j, self.last_motion)
+        elif quiet >= self._quiet_posture_n:
+            # still for long but not in the old posture: the wearer now stands differently
+            self._finish(j, self.last_motion)
+            self.posture = self._amean[c].copy()
 
-    def _begin(self, i: int) -> None:
+    def _begin(self, j: int) -> None:
         st = self.settings
-        j = i
-        lo = max(self.first + self._half, i - self._max_n)
-        while j - 1 >= lo and self._act[self._slot(j - 1)] >= self.off:
-            j -= 1
-        self.start = max(self.first, j - st.start_lead)
-        self.last_motion = i
+        lo = max(self.first + self._half, j - self._max_n)
+        if self.floor is not None:
+            lo = max(lo, self.floor)
+        s = j
+        while s - 1 >= lo and self._act[self._slot(s - 1)] >= self.off:
+            s -= 1
+        floor = self.first if self.floor is None else max(self.first, self.floor)
+        self.start = max(floor, s - st.start_lead)
+        self.last_motion = j
+        self.restart_at: Optional[int] = None
         self.max_posture = 0.0
         self.state = "active"
         self.above = 0
         self.counters["movements"] += 1
 
-    def _finish(self, i: int, last: int) -> None:
+    def _finish(self, j: int, last: int) -> None:
         was = self.state
         self.state = "idle"
         self.above = 0
         if was == "too_long":
             # re-learn the standing posture: the wearer may stand differently now
-            self.posture = None
-            self.gyro_bias = None
+            self.posture = self._amean[self._slot(j)].copy()
             return
-        end = min(last + self.settings.end_lag, i)
+        end = min(last + self.settings.end_lag, j)
         if end - self.start + 1 < self._min_n:
             self.counters["too_short"] += 1
             return
@@ -387,8 +505,8 @@ class LiftDetector:
         out: List[LiftWindow] = []
         if self.first is not None and self.i >= self.first:
             i = self.i
-            j = self.evaluated if self.evaluated is not None else i
-            if self.state == "active" and self.last_motion is not None and self.last_motion < j:
+            j = self.evaluated
+            if self.state == "active" and j is not None and self.last_motion < j:
                 self._finish(j, self.last_motion)
             elif self.state == "active":
                 self.counters["cut_off"] += 1  # still moving when the stream stopped
