@@ -76,6 +76,10 @@ def record_shift_figures(rec, label: str, score: ShiftScore, result: RunResult) 
     rec.figure(f"{label}: lift end to buzz, real-time equivalent, median", s["median"], "s",
                f"<= {REALTIME_BUZZ_MEDIAN_S}", None if s["n"] == 0 else s["median"] <= REALTIME_BUZZ_MEDIAN_S)
     rec.figure(f"{label}: lift end to buzz, real-time equivalent, p95", s["p95"], "s", "reported")
+    w = summarize(d.alert_ms for d in result.detections if d.buzzed and d.alert_ms is not None)
+    rec.figure(f"{label}: hub last sample to alert (wall, at replay speed), median", w["median"], "ms",
+               "reported (includes queueing from the acceleration)")
+    rec.figure(f"{label}: hub last sample to alert (wall, at replay speed), max", w["max"], "ms", "reported")
     m = summarize(score.lift_end_to_buzz_s)
     rec.figure(f"{label}: lift end to buzz as the rig saw it at replay speed, median", m["median"], "s",
                "reported (hub processing counts N times at N x real time)")

@@ -16,4 +16,4 @@ from hil_tests.plugin import (  # noqa: F401  (hooks and fixtures are found by n
     pytest_sessionfinish,
     pytest_sessionstart,
 )
-from hil_tests.fixtures import hil_bundle, hil_shift  # noqa: F401
+from hil_tests.fixtures import hil_bundle, hil_clean_run, hil_shift  # noqa: F401

@@ -450,8 +450,9 @@ def to_detections(events: List[Dict[str, Any]], anchors: List[float], buzzes_s: 
                         claimed[i] = True
                         buzz_s = b
                         break
+            alert_ms = e.get("last_sample_to_alert_ms", e.get("ready_to_alert_ms"))
             dets.append(Detection(t0, t1, e["risk"], bool(e.get("buzzed")), buzz_s, e.get("latency_ms"),
-                                  last_s, e.get("ready_to_alert_ms"), e.get("model_version")))
+                                  last_s, alert_ms, e.get("model_version")))
     return dets, skipped
 
 
@@ -562,6 +563,11 @@ def play(stream: Stream, workdir: Path, *, bundle: Optional[Path] = None, trust:
             for k, v in (e.get("counts") or {}).items():
                 stop_counts[k] = stop_counts.get(k, 0) + int(v)
     hello_s = [stream.rel(max(0, min(p + 1, len(stream.timestamps) - 1))) for _, p in hellos]
+    (workdir / "rig.json").write_text(json.dumps({
+        "stream": str(stream.source), "speed": speed, "faults": repr(faults), "counters": emu.counters,
+        "hellos": hellos, "anchors": anchors, "hello_s": hello_s, "marks": marks, "notes": notes,
+        "buzzes": [dataclasses.asdict(b) for b in emu.buzz_records], "buzzes_s": buzzes_s,
+        "wall_s": wall}, indent=1, default=str) + "\n")
     return RunResult(stream, events, detections, skipped, buzzes_s, dict(emu.counters), health, stop_counts,
                      wall, len(hub.launches), notes, hello_s, marks)
 

@@ -20,9 +20,12 @@ Definitions used in the QA report (``docs/qa.md``):
   minus the ground-truth lift end, stream seconds. The hub must wait for the
   post-lift margin before it can cut the window, so this is at least
   ``post_samples / rate``; at N times real time the hub's own wall-clock
-  processing counts N times, so the *real-time equivalent* is also given:
-  window's last sample minus lift end, plus the hub's measured wall time from
-  the complete window to the alert output.
+  processing (and any queue it builds up while fed N times faster than
+  real time) counts N times, so the *real-time equivalent* is also given:
+  the window's last sample minus the lift end (the detector's delay, the
+  same at any speed) plus the hub's measured inference time for the window
+  (the first "on" of the alert follows it synchronously). The hub's own
+  wall-clock "last sample to alert" at replay speed is reported beside it.
 """
 
 from __future__ import annotations
@@ -63,8 +66,8 @@ class Detection:
         latency_ms: The hub's own inference time, ms.
         last_s: The window's last sample, stream seconds (when the hub could
             first have decided).
-        alert_ms: The hub's wall time from the window being complete to the
-            alert output switching on, ms.
+        alert_ms: The hub's wall time from the window's last reading arriving
+            to the alert output switching on, ms (at replay speed).
         model_version: The bundle version that classified it.
     """
 
@@ -179,8 +182,8 @@ def score_stream(truth: Sequence[TruthLift], detections: Sequence[Detection], *,
     hub_false = sum(1 for d in m.spurious if d.buzzed)
     model_false = sum(1 for t, d in m.pairs if d.buzzed and t.risk != "high")
     latencies = [d.buzz_s - t.end_s for t, d in m.pairs if d.buzzed and d.buzz_s is not None]
-    realtime = [d.last_s - t.end_s + d.alert_ms / 1000.0 for t, d in m.pairs
-                if d.buzzed and d.last_s is not None and d.alert_ms is not None]
+    realtime = [d.last_s - t.end_s + d.latency_ms / 1000.0 for t, d in m.pairs
+                if d.buzzed and d.last_s is not None and d.latency_ms is not None]
     return ShiftScore(
         n_lifts=len(truth),
         n_detections=len(detections),

@@ -46,7 +46,7 @@ def test_score_counts_recall_false_buzzes_and_latency():
     assert s.false_windows_per_hour == pytest.approx(2.0)
     assert s.missed_high == 0
     assert sorted(s.lift_end_to_buzz_s) == pytest.approx([2.0, 2.5])
-    assert s.realtime_lift_end_to_buzz_s == pytest.approx([2.03])  # 14.0 - 12.0 + 30 ms
+    assert s.realtime_lift_end_to_buzz_s == pytest.approx([2.003])  # 14.0 - 12.0 + 3 ms inference
     with pytest.raises(ValueError, match="duration_s"):
         score_stream(_truth(), dets, duration_s=0)
 
