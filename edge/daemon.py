@@ -126,6 +126,7 @@ class Hub:
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="classify")
         self._pending: set = set()
         self._manager: Any = None
+        self._t_event: Optional[float] = None
         #: Callbacks ``f(record)`` called after each classified lift (tests, rigs).
         self.on_lift: List[Callable[[Dict[str, Any]], None]] = []
 
@@ -248,17 +249,18 @@ class Hub:
 
     def _window(self, win: Any) -> None:
         t_ready = time.monotonic()
+        t_arrival = self._t_event if self._t_event is not None else t_ready  # the window's last reading
         if win.skip_reason is not None or self.bundle is None:
             reason = win.skip_reason or f"no model loaded ({self.bundle_error})"
             self.counts["skipped"] += 1
             LOG.warning("lift at rows %d-%d not classified: %s", win.start_index, win.end_index, reason)
             self._event("skipped", lift=win.describe(), reason=reason, health=self.sensor_health())
             return
-        task = asyncio.get_running_loop().create_task(self._classify(win, self.bundle, t_ready))
+        task = asyncio.get_running_loop().create_task(self._classify(win, self.bundle, t_arrival))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _classify(self, win: Any, bundle: Any, t_ready: float) -> None:
+    async def _classify(self, win: Any, bundle: Any, t_arrival: float) -> None:
         loop = asyncio.get_running_loop()
         try:
             result = await loop.run_in_executor(self._executor, bundle.classify, win.window)
@@ -276,8 +278,8 @@ class Hub:
             "probs": {name: round(float(p), 5) for name, p in zip(bundle.class_names, result.probs)},
             "model_id": bundle.model_id, "model_version": bundle.model_version,
             "latency_ms": float(result.latency_ms),
-            "ready_to_alert_ms": round(((t_alert or time.monotonic()) - t_ready) * 1000.0, 3),
-            "lift": win.describe(), "buzzed": buzzed, "t_ready": t_ready, "t_alert": t_alert,
+            "last_sample_to_alert_ms": round(((t_alert or time.monotonic()) - t_arrival) * 1000.0, 3),
+            "lift": win.describe(), "buzzed": buzzed, "t_arrival": t_arrival, "t_alert": t_alert,
         }
         self.lifts.append(record)
         del self.lifts[:-100]
@@ -285,7 +287,7 @@ class Hub:
                  result.risk, " ".join(f"{v:.2f}" for v in result.probs), result.latency_ms,
                  "  BUZZ" if buzzed else "")
         if self.events is not None:
-            fields = {k: v for k, v in record.items() if k not in ("t_ready", "t_alert")}
+            fields = {k: v for k, v in record.items() if k not in ("t_arrival", "t_alert")}
             fields["health"] = self.sensor_health()
             try:
                 await loop.run_in_executor(None, lambda: self.events.lift(window=win.window, **fields))
@@ -298,6 +300,7 @@ class Hub:
         from .sources.base import SensorReading, SourceStatus
 
         async for ev in self.source.events():
+            self._t_event = time.monotonic()
             if isinstance(ev, SensorReading):
                 self._handle(self.aligner.add(ev))
             elif isinstance(ev, SourceStatus):

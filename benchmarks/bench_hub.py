@@ -1,0 +1,222 @@
+"""Hub benchmarks: lift detection on simulated shifts, replay speed, CPU and memory of ``edge run``, buzz latency.
+
+Figures recorded (``python -m benchmarks hub``):
+
+``hub_lift_recall`` / ``hub_false_windows_per_hour``
+    A 20-minute ``quantize synth-shift`` recording (seed 21, not one the detector was tuned on; lifts, walking,
+    turning, bending and reaching without a load) streamed through the
+    aligner and the lift detector; scored against ``events.csv`` with
+    :func:`edge.lift_detector.match_lifts`.
+``hub_replay_speed``
+    ``edge run --source replay://SHIFT?speed=0`` as a real process: the
+    shift's duration divided by the time between the daemon's ``start``
+    and ``stop`` events (bundle loading excluded, everything else
+    included: aligner, detector, int8 inference, alerts, event log).
+``hub_cpu_share`` / ``hub_rss``
+    ``edge run --source replay://SHIFT?speed=1`` for 60 s as a real
+    process: CPU seconds (user + system, from /proc) per wall second over the
+    last 50 s, and peak resident memory (VmHWM).
+``hub_lift_to_buzzer_ms``
+    In process, the shift replayed at 2x real time with a gpiozero mock pin
+    that stamps ``time.monotonic()`` on every change: the median time from
+    the arrival of a lift window's last sample to the pin going high (every
+    lift buzzes in this run: ``levels = low, medium, high``).
+
+The model: ``LIFTGUARD_BENCH_BUNDLE`` and ``LIFTGUARD_BENCH_TRUST`` point at a
+real bundle and its public key; otherwise the tiny bundle of the tests
+(``tests/test_bundle_kit.py``, a small CNN) is built, which makes inference
+cheaper than the full model's (noted in each figure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import datetime as _dt
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.harness import record
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def _log(msg: str) -> None:
+    print(f"bench_hub: {msg}", file=sys.stderr, flush=True)
+
+
+def _quantize(argv) -> None:
+    from quantize.__main__ import main
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+        status = main([str(a) for a in argv])
+    if status != 0:
+        raise RuntimeError(f"quantize {' '.join(map(str, argv))} failed: {err.getvalue()[-500:]}")
+
+
+def _bundle(root: Path):
+    env_b, env_k = os.environ.get("LIFTGUARD_BENCH_BUNDLE"), os.environ.get("LIFTGUARD_BENCH_TRUST")
+    if env_b and env_k:
+        return Path(env_b), Path(env_k), f"bundle {env_b}"
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_bundle_kit import tiny_bundle
+
+    _log("building the tests' tiny bundle (set LIFTGUARD_BENCH_BUNDLE/_TRUST to use a real one) ...")
+    tb = tiny_bundle(root / "tiny")
+    return tb.bundle, tb.pub, "tiny test CNN (cheaper than the full model)"
+
+
+def _proc_stat(pid: int):
+    """(cpu seconds user+system, VmHWM bytes, VmRSS bytes) of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    hwm = rss = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            hwm = int(line.split()[1]) * 1024
+        elif line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) * 1024
+    return cpu, hwm, rss
+
+
+def bench_detection(shift: Path) -> None:
+    from edge.classify import detect_in_trial
+    from edge.dataset import read_trial_csv
+    from edge.lift_detector import match_lifts
+
+    rec = read_trial_csv(shift / "shift.csv")
+    with (shift / "events.csv").open() as fh:
+        truth = [(int(e["start"]), int(e["end"])) for e in csv.DictReader(fh) if e["kind"] == "lift"]
+    t0 = time.perf_counter()
+    wins = detect_in_trial(rec.samples, rec.timestamps, None)
+    dt = time.perf_counter() - t0
+    r = match_lifts([(w.start_index, w.end_index) for w in wins], truth)
+    hours = len(rec.samples) / 25.0 / 3600.0
+    starts = sorted(abs(e) for e in r["start_errors"])
+    note = (f"20-min liftsim shift seed 21: {r['found']}/{len(truth)} lifts, {r['false']} false windows "
+            f"(bends/reaches without load), median |start error| {statistics.median(starts):.0f} samples; "
+            f"aligner+detector {len(rec.samples) / 25.0 / dt:.0f}x real time")
+    _log(note)
+    record("hub_lift_recall", round(r["recall"], 4), "fraction", ">= 0.98", r["recall"] >= 0.98, note)
+    record("hub_false_windows_per_hour", round(r["false"] / hours, 1), "1/h", None, None, note)
+
+
+def bench_replay_speed(shift: Path, bundle: Path, key: Path, what: str, tmp: Path) -> None:
+    events = tmp / "speed.jsonl"
+    t0 = time.perf_counter()
+    proc = subprocess.run([PY, "-m", "edge", "run", "--source", f"replay://{shift}?speed=0", "--bundle", str(bundle),
+                           "--trust", str(key), "--alert", "gpio:17?mock=1", "--events", str(events), "--quiet"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"edge run failed: {proc.stderr[-800:]}")
+    lines = [json.loads(x) for x in events.read_text().splitlines()]
+    stamp = {e["type"]: _dt.datetime.fromisoformat(e["time"]) for e in lines if e["type"] in ("bundle", "stop")}
+    busy = (stamp["stop"] - stamp["bundle"]).total_seconds()
+    duration = sum(1 for _ in (shift / "shift.csv").open()) - 1
+    duration /= 25.0
+    lifts = sum(e["type"] == "lift" for e in lines)
+    speed = duration / busy
+    note = (f"edge run, replay of a {duration / 60:.0f}-min shift at speed=0 in {busy:.1f} s ({lifts} windows "
+            f"classified, {what}); process wall time incl. start-up {wall:.1f} s")
+    _log(note)
+    record("hub_replay_speed", round(speed, 1), "x real time", ">= 100", speed >= 100, note)
+
+
+def bench_realtime(shift: Path, bundle: Path, key: Path, what: str, tmp: Path, seconds: float = 60.0) -> None:
+    events = tmp / "rt.jsonl"
+    proc = subprocess.Popen([PY, "-m", "edge", "run", "--source", f"replay://{shift}?speed=1", "--bundle", str(bundle),
+                             "--trust", str(key), "--alert", "gpio:17?mock=1", "--events", str(events), "--quiet",
+                             "--duration", str(seconds + 2)], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(10.0)  # start-up (imports, bundle self-test) excluded
+        cpu0, _, _ = _proc_stat(proc.pid)
+        t0 = time.monotonic()
+        time.sleep(seconds - 10.0)
+        cpu1, hwm, rss = _proc_stat(proc.pid)
+        wall = time.monotonic() - t0
+        status = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if status != 0:
+        raise RuntimeError(f"edge run failed: {proc.stderr.read()[-800:]}")
+    share = (cpu1 - cpu0) / wall * 100.0
+    lifts = sum(1 for x in events.read_text().splitlines() if '"type":"lift"' in x)
+    note = (f"edge run at real-time rate (replay speed=1 of a liftsim shift, {lifts} lifts classified), "
+            f"CPU over {wall:.0f} s after 10 s start-up; {what}")
+    _log(f"CPU {share:.2f}% of one core, peak RSS {hwm / 1e6:.0f} MB ({note})")
+    record("hub_cpu_share", round(share, 3), "% of one core", "< 2", share < 2.0, note)
+    record("hub_rss", round(hwm / 1e6, 1), "MB", "< 200", hwm < 200e6, f"peak resident set (VmHWM); {note}")
+
+
+def bench_latency(shift: Path, bundle: Path, key: Path, what: str, tmp: Path, seconds: float = 75.0) -> None:
+    from gpiozero.pins.mock import MockFactory, MockPin
+
+    from edge.daemon import Hub
+    from edge.hub_config import HubConfig
+
+    class StampedPin(MockPin):
+        """A mock pin that remembers when (monotonic) it went high."""
+
+        def _change_state(self, value):
+            changed = super()._change_state(value)
+            if value and changed:
+                self.__dict__.setdefault("rises", []).append(time.monotonic())
+            return changed
+
+    factory = MockFactory(pin_class=StampedPin)
+    cfg = HubConfig(source=f"replay://{shift}?speed=2", bundle=bundle, trust=[key], events=tmp / "lat.jsonl",
+                    alert_outputs=["gpio:17"], alert_levels=["low", "medium", "high"])
+    hub = Hub(cfg, pin_factory=factory)
+    arrivals = []
+    hub.on_lift.append(lambda rec: arrivals.append(rec["t_arrival"]))
+    asyncio.run(hub.run(duration=seconds))
+    pin = factory.pin(17)
+    rises = pin.__dict__.get("rises", [])
+    lat = []
+    for t in arrivals:
+        after = [r for r in rises if r >= t]
+        if after:
+            lat.append((after[0] - t) * 1000.0)
+    if not lat:
+        raise RuntimeError("no lift was classified during the latency run")
+    med = statistics.median(lat)
+    note = (f"{len(lat)} lifts, shift replayed at 2x in process; pin time from a mock pin stamping monotonic "
+            f"time; max {max(lat):.1f} ms; {what}")
+    _log(f"last sample -> buzzer median {med:.2f} ms ({note})")
+    record("hub_lift_to_buzzer_ms", round(med, 3), "ms", "median < 50", med < 50.0, note)
+
+
+def main() -> None:
+    """Run every hub figure."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with tempfile.TemporaryDirectory(prefix="bench-hub-") as tmp_name:
+        tmp = Path(tmp_name)
+        _log("simulating a 20-minute shift ...")
+        shift = tmp / "shift"
+        _quantize(["synth-shift", "--out", shift, "--minutes", 20, "--seed", 21])
+        bench_detection(shift)
+        bundle, key, what = _bundle(tmp)
+        _log("accelerated replay ...")
+        bench_replay_speed(shift, bundle, key, what, tmp)
+        _log("real-time run (60 s) ...")
+        bench_realtime(shift, bundle, key, what, tmp)
+        _log("latency run (75 s) ...")
+        busy = tmp / "busy"
+        _quantize(["synth-shift", "--out", busy, "--minutes", 3, "--seed", 7, "--lifts-per-minute", 4])
+        bench_latency(busy, bundle, key, what, tmp)
+
+
+if __name__ == "__main__":
+    main()
