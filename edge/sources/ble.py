@@ -39,8 +39,12 @@ After a disconnect (out of range, battery, BlueZ hiccup) the sensor yields
 ``SourceStatus(sensor, "lost")``, then, per attempt, ``"reconnecting"``;
 it is *rediscovered* by a fresh scan (BlueZ forgets a device that went away)
 and yields ``"connected"`` once notifications flow again. The other sensors
-keep streaming throughout. Connection attempts are serialized (BlueZ answers
-``InProgress`` to concurrent connects).
+keep streaming throughout. A sensor's readings come only between its
+``connected`` and its next ``lost``: samples that arrive while it is being
+subscribed and configured are held and follow the ``connected`` status;
+stragglers after a loss are dropped and counted (``<site>.outside_link``).
+Connection attempts are serialized (BlueZ answers ``InProgress`` to
+concurrent connects).
 
 The production path is bleak on BlueZ. ``backend=`` (a
 :class:`bleak.backends.client.BaseBleakClient` subclass) and
@@ -123,6 +127,8 @@ class _SensorLink:
         self.adapter_missing = False
         self.connects = 0
         self.last_data = 0.0
+        self.streaming = False
+        self.held: List[SensorReading] = []
         self.samples = 0
         self.local_seq = 0
         self.unwrapper = ble_profile.SequenceUnwrapper()
@@ -261,9 +267,18 @@ class BleMultiSource(ImuSource):
     # -- shared machinery -----------------------------------------------
     def _put_reading(self, link: _SensorLink, seq: int, t_sensor: float, t_host: float,
                      values: np.ndarray) -> None:
+        reading = SensorReading(link.site, seq, t_sensor, t_host, values)
+        if not link.streaming:
+            # Between connect and "connected" (subscribe, configure) hold the
+            # readings so they follow the status; after a loss, drop them.
+            if link.client is not None and len(link.held) < 1000:
+                link.held.append(reading)
+            else:
+                self.count(f"{link.site}.outside_link")
+            return
         link.samples += 1
         link.last_data = t_host
-        self._queue.put_nowait(SensorReading(link.site, seq, t_sensor, t_host, values))
+        self._queue.put_nowait(reading)
 
     def _status(self, site: Optional[str], state: str, detail: str = "") -> None:
         if site is not None:
@@ -331,6 +346,7 @@ class BleMultiSource(ImuSource):
         from bleak import BleakClient
 
         def on_disconnect(_client: Any) -> None:
+            link.streaming = False
             link.disconnected.set()
 
         kwargs: Dict[str, Any] = {"disconnected_callback": on_disconnect, "timeout": self.timeout}
@@ -365,6 +381,9 @@ class BleMultiSource(ImuSource):
                 link.name = link.name or getattr(device, "name", None)
                 self._claimed[link.address] = link.site
                 link.disconnected.clear()
+                if link.held:
+                    self.count(f"{link.site}.outside_link", len(link.held))
+                    link.held = []
                 client = await self._connect(link, device)
                 link.client = client
                 await self._setup(link, client)
@@ -393,6 +412,10 @@ class BleMultiSource(ImuSource):
             delay = self.backoff
             attempt = 0
             self._status(link.site, "connected", f"{link.address} ({link.name or '?'})")
+            link.streaming = True
+            held, link.held = link.held, []
+            for reading in held:
+                self._put_reading(link, reading.seq, reading.t_sensor, reading.t_host, reading.values)
             link.connected_once.set()
             link.last_data = time.monotonic()
             stalled = await self._wait_disconnect_or_stall(link)
@@ -402,12 +425,14 @@ class BleMultiSource(ImuSource):
             if stalled:
                 detail = f"{link.address} connected but silent for {self.stall:g} s; reconnecting"
                 self.count(f"{link.site}.stalls")
+                link.streaming = False
                 client, link.client = link.client, None
                 try:
                     await client.disconnect()
                 except Exception:
                     pass
             else:
+                link.streaming = False
                 link.client = None
                 detail = f"{link.address} disconnected"
                 self.count(f"{link.site}.disconnects")
