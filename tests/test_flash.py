@@ -205,20 +205,36 @@ KILL_POINTS = {"verify": "old", "copy": "old", "rename": "old", "previous": "old
 
 
 def _flash_in_thread(port: str, data: bytes):
+    """Flash from a thread; ``box["client"]`` lets the test close the port under it."""
     from edge.manage import ManagementClient
 
     box = {}
+    ready = threading.Event()
 
     def go():
         try:
             with ManagementClient(port, timeout=1) as client:
+                box["client"] = client
+                ready.set()
                 box["result"] = client.flash(data, install_timeout=0.5, retries=1)
-        except Exception as exc:  # the hub dies under it: expected
+        except Exception as exc:  # the hub dies under it, or the test closes the port: expected
             box["error"] = exc
+        finally:
+            ready.set()
 
     t = threading.Thread(target=go, daemon=True)
     t.start()
+    ready.wait(10)
     return t, box
+
+
+def _end_flash(t, box) -> None:
+    """Stop the flashing thread at once (the hub is dead) and wait for it."""
+    client = box.get("client")
+    if client is not None:
+        client.close()
+    t.join(30)
+    assert not t.is_alive()
 
 
 def _check_store_consistent(store, old: str, new: str) -> str:
@@ -242,11 +258,11 @@ def test_sigkill_at_every_step_of_the_switch(tmp_path, kit, link):
     for i, (step, expect) in enumerate(KILL_POINTS.items()):
         store = tmp_path / f"store{i}"
         new_store(store, kit.pub, install=kit.v120)
-        proc = HubProcess(store, link.hub_path, env={"LIFTGUARD_STORE_STEP_DELAY": "0.3"})
+        proc = HubProcess(store, link.hub_path, env={"LIFTGUARD_STORE_STEP_DELAY": "0.15"})
         t, box = _flash_in_thread(link.host_path, data)
         proc.expect(f"store-step {step}", timeout=30, stream="stderr")
         proc.kill()
-        t.join(30)
+        _end_flash(t, box)
         assert "result" not in box, f"killed at {step}, yet the flash reported success"
         got = _check_store_consistent(store, old, new)
         assert got == (old if expect == "old" else new), f"killed at {step}"
@@ -263,12 +279,12 @@ def test_sigkill_at_random_times(tmp_path, kit, link):
     store = tmp_path / "store"
     new_store(store, kit.pub, install=kit.v120)
     seen = set()
-    for delay in rng.uniform(0.0, 0.5, size=4):
+    for delay in rng.uniform(0.0, 0.4, size=3):
         proc = HubProcess(store, link.hub_path, env={"LIFTGUARD_STORE_STEP_DELAY": "0.02"})
         t, box = _flash_in_thread(link.host_path, data)
         time.sleep(float(delay))
         proc.kill()
-        t.join(30)
+        _end_flash(t, box)
         seen.add(_check_store_consistent(store, old, new))
         again = HubProcess(store, link.hub_path)
         assert HubProcess.fields(again.ready)["sha256"] in (old, new)
