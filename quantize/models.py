@@ -172,7 +172,10 @@ def _cnn_lstm(keras, dropout: float, l2: float):
     x = layers.AveragePooling1D(4, name="pool_time")(x)  # 750 -> 187 steps keeps the LSTM affordable on CPU
     x = layers.Dropout(dropout, name="drop1")(x)
     x = layers.LSTM(64, return_sequences=True, name="lstm_a")(x)
-    x = layers.LSTM(64, name="lstm_b")(x)
+    x = layers.LSTM(64, return_sequences=True, name="lstm_b")(x)
+    # Most of the 750 steps are the zero padding after the lift; an LSTM's last state has
+    # forgotten the lift by then (a first version stuck at the class prior), so pool over time.
+    x = layers.GlobalMaxPooling1D(name="pool_steps")(x)
     x = layers.Dropout(dropout, name="drop2")(x)
     return inputs, _softmax(keras, x, l2)
 
