@@ -486,21 +486,35 @@ class ManagementServer:
             if asyncio.iscoroutine(maybe):
                 await maybe
 
-    def _op_status(self, body: Dict[str, Any]) -> Dict[str, Any]:
+    def _op_status(self, body: Dict[str, Any]) -> List[Dict[str, Any]]:
+        """Store, link and daemon health; the daemon part is split by top-level key to fit frames."""
         try:
             daemon = self.status_provider() if self.status_provider else {}
         except Exception as exc:
             daemon = {"error": f"status provider failed: {exc}"}
-        out = {"store": self.store.status(), "daemon": daemon,
-               "link": {"counters": dict(self.counters),
-                        "decoder": {k: v for k, v in self.decoder.counters.items() if v},
-                        "transfer": None if self.transfer is None else {
-                            "sha256": self.transfer.sha_hex, "received": self.transfer.next_offset,
-                            "total": self.transfer.total}}}
-        blob = json.dumps(out, default=str)
-        if len(blob) > _PART_BYTES:  # keep it in one frame: drop the bulky daemon part
-            out["daemon"] = {"truncated": True, "keys": sorted(daemon)[:50] if isinstance(daemon, dict) else []}
-        return json.loads(json.dumps(out, default=str))
+        daemon = json.loads(json.dumps(daemon if isinstance(daemon, dict) else {"value": daemon}, default=str))
+        head = {"store": self.store.status(),
+                "link": {"counters": dict(self.counters),
+                         "decoder": {k: v for k, v in self.decoder.counters.items() if v},
+                         "transfer": None if self.transfer is None else {
+                             "sha256": self.transfer.sha_hex, "received": self.transfer.next_offset,
+                             "total": self.transfer.total}},
+                "daemon": {}}
+        parts: List[Dict[str, Any]] = [json.loads(json.dumps(head, default=str))]
+        chunk: Dict[str, Any] = {}
+        size = 0
+        for key, value in daemon.items():
+            item = len(json.dumps({key: value}))
+            if item > _PART_BYTES:  # one huge entry: say so instead of dropping the frame
+                value, item = {"truncated": True, "bytes": item}, 60
+            if chunk and size + item > _PART_BYTES:
+                parts.append({"daemon": chunk})
+                chunk, size = {}, 0
+            chunk[key] = value
+            size += item
+        if chunk:
+            parts.append({"daemon": chunk})
+        return parts
 
     def _op_logs(self, body: Dict[str, Any]) -> List[Dict[str, Any]]:
         try:
@@ -666,8 +680,15 @@ class ManagementClient:
                 return parts
 
     def call(self, op: str, body: Optional[Dict[str, Any]] = None, **kw: Any) -> Dict[str, Any]:
-        """Run one op whose answer is a single part."""
-        return self.request(op, body, **kw)[0]
+        """Run one op and merge its parts into one dict (nested dicts merged key by key)."""
+        merged: Dict[str, Any] = {}
+        for part in self.request(op, body, **kw):
+            for key, value in part.items():
+                if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                    merged[key].update(value)
+                else:
+                    merged[key] = value
+        return merged
 
     def hello(self, timeout: Optional[float] = None) -> Capabilities:
         """Ask the hub who it is, repeating Hello every 0.5 s until it answers.

@@ -261,8 +261,9 @@ def hub_snapshot(status: Dict[str, Any], log_lines: List[str], previous: Optiona
     for line in log_lines[-8:]:
         try:
             e = json.loads(line)
-            events.append(" ".join(f"{k}={e[k]}" for k in ("time", "kind", "event", "risk", "sensor", "state",
-                                                             "model_version") if k in e) or line[:120])
+            events.append(" ".join(f"{k}={e[k]}" for k in ("time", "type", "kind", "event", "risk", "sensor",
+                                                             "state", "status", "model_version") if k in e)
+                          or line[:120])
         except ValueError:
             events.append(line[:120])
     model = daemon.get("model") or {}

@@ -38,7 +38,23 @@ def describe(status: Dict[str, Any]) -> str:
         f"previous        {previous.get('model_id', '-')} {previous.get('version', 'none')}",
     ]
     daemon = status.get("daemon")
-    if daemon:
+    if daemon and "aligner" in daemon:  # the hub daemon (edge run): the essentials
+        model = daemon.get("model") or {}
+        source = daemon.get("source") or {}
+        sensors = (daemon.get("aligner") or {}).get("sensors") or {}
+        counts = daemon.get("counts") or {}
+        lines += [
+            f"running model   {model.get('model_id', '-')} {model.get('model_version', 'none')}"
+            + (f" on {model['runtime']}" if model.get("runtime") else "")
+            + (f"  (error: {daemon['model_error']})" if daemon.get("model_error") else ""),
+            f"source          {source.get('url', '-')} {source.get('state', '')}".rstrip(),
+            f"sensors         " + (", ".join(f"{n} {s.get('state', '?')}" for n, s in sensors.items()) or "-"),
+            f"battery         {str(source['battery_pct']) + '%' if source.get('battery_pct') is not None else 'not reported'}"
+            + (f"   faults {', '.join(source['faults'])}" if source.get("faults") else ""),
+            f"lifts           {counts.get('lifts', 0)} classified, {counts.get('buzzes', 0)} buzzed, "
+            f"{counts.get('skipped', 0)} skipped; uptime {daemon.get('uptime_s', '?')} s",
+        ]
+    elif daemon:
         lines.append("daemon:")
         lines.append(format_mapping(daemon, 2))
     link = status.get("link")

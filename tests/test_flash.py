@@ -332,3 +332,68 @@ def test_unreachable_port_is_one_clear_line(tmp_path, kit, link):
     assert err.startswith("host: error: no answer from a LiftGuard hub on") and "Traceback" not in err
     status, _, err = run_host(["status", "--port", str(tmp_path / "no-such-tty")])
     assert status == 1 and "cannot open hub port" in err
+
+
+def test_flash_into_the_running_hub_daemon(tmp_path, kit, link):
+    """``edge run --bundle-store --manage-port``: the daemon takes the flashed bundle up without a restart."""
+    import subprocess
+    import sys
+
+    from host_kit import REPO
+
+    store = tmp_path / "store"
+    new_store(store, kit.pub, install=kit.v120)
+    trial = sorted((kit.data / "trials").glob("*.csv"))[0]
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "edge", "run", "--source", f"replay://{trial}?speed=1&loop=-1",
+         "--bundle-store", str(store), "--alert", "log", "--events", str(tmp_path / "events.jsonl"),
+         "--manage-port", f"serial://{link.hub_path}"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            status, out, err = run_host(["status", "--port", link.host_path, "--json", "--timeout", "2"])
+            if status == 0 and (json.loads(out)["daemon"].get("model") or {}).get("model_version") == "1.2.0":
+                break
+            assert time.monotonic() < deadline and daemon.poll() is None, err
+            time.sleep(0.5)
+        status, out, err = run_host(["flash", kit.v130, "--port", link.host_path, "--json"])
+        assert status == 0, err
+        while True:
+            st = json.loads(run_host(["status", "--port", link.host_path, "--json"])[1])
+            if (st["daemon"].get("model") or {}).get("model_version") == "1.3.0":
+                break
+            assert time.monotonic() < deadline, st["daemon"].get("model")
+            time.sleep(0.3)
+        assert st["daemon"]["model"]["path"].endswith(f"{st['store']['active']['folder']}/bundle.lgb")
+        status, out, _ = run_host(["status", "--port", link.host_path])
+        assert "running model   run-" in out and "1.3.0" in out
+        status, out, _ = run_host(["logs", "--port", link.host_path, "--lines", "50", "--json"])
+        loaded = [e for e in json.loads(out) if e.get("type") == "bundle" and e.get("status") == "loaded"]
+        assert loaded and loaded[-1]["model_version"] == "1.3.0"
+    finally:
+        daemon.terminate()
+        assert daemon.wait(timeout=30) == 0
+
+
+async def test_status_larger_than_a_frame_comes_in_parts(tmp_path, kit):
+    """A daemon health bigger than one frame is split by key and merged back by the client."""
+    from edge.manage import ManagementServer
+    from edge.protocol import ManagementRequest, ManagementResponse, decode_frame
+
+    store = new_store(tmp_path, kit.pub)
+    big = {f"sensor{i}": {"counters": {f"c{j}": j for j in range(60)}} for i in range(12)}
+    server = ManagementServer("loop://", store, lambda: big, None)
+    sent = []
+    server._send = sent.append
+    await server.handle(ManagementRequest(request_id=5, op="status"))
+    assert len(sent) > 2 and all(isinstance(m, ManagementResponse) for m in sent)
+    assert [m.part for m in sent] == list(range(len(sent))) and sent[-1].final
+    merged = {}
+    for m in sent:
+        from edge.protocol import encode_message
+
+        assert decode_frame(encode_message(m)).body == m.body  # every part fits a frame
+        for k, v in m.body.items():
+            merged.setdefault(k, {}).update(v) if isinstance(v, dict) else merged.__setitem__(k, v)
+    assert merged["daemon"] == big and merged["store"]["hub_id"] == "hub-test"
