@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from .errors import BundleError, ConfigError, FlashError
+from .errors import ConfigError, FlashError
 
 #: Name of the file inside each version folder.
 BUNDLE_FILE = "bundle.lgb"
