@@ -144,8 +144,15 @@ def hil_bundle(hil_options, hil_workdir) -> BundleUnderTest:
         if opts.get("split") is not None:
             ids = list(json.loads(Path(opts["split"]).read_text())["test"])
         return BundleUnderTest(opts["bundle"], [opts["trust"]], opts["data"], ids)
+    work = hil_workdir / "model"
+    if opts["work"] is not None and (work / "bundle-1.0.0.lgb").exists() and (work / "run" / "split.json").exists():
+        # --hil-work keeps the work files between sessions: reuse the bundle built last time
+        split = json.loads((work / "run" / "split.json").read_text())
+        _say(f"reusing the bundle built earlier in {work}")
+        return BundleUnderTest(work / "bundle-1.0.0.lgb", [work / "keys" / "signing.pub"], Path(split["data"]),
+                               list(split["test"]), work / "run", work / "keys" / "signing", True)
     t0 = time.monotonic()
-    but = build_bundle(hil_workdir / "model", opts["seed"], data=opts["data"])
+    but = build_bundle(work, opts["seed"], data=opts["data"])
     _say(f"bundle under test built in {time.monotonic() - t0:.0f} s: {but.bundle}")
     return but
 
