@@ -50,6 +50,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+from .aligner import GridRow, Outage, SensorChange
+
 HELP = "run the hub: read six IMUs, find each lift, classify it on the device, buzz"
 
 LOG = logging.getLogger("liftguard.hub")
@@ -231,8 +233,6 @@ class Hub:
 
     # -- the stream -------------------------------------------------------------
     def _handle(self, outs: List[Any]) -> None:
-        from .aligner import GridRow, Outage, SensorChange
-
         for o in outs:
             if isinstance(o, GridRow):
                 for win in self.detector.push(o.t, o.values, o.valid):

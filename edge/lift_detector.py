@@ -195,24 +195,28 @@ class LiftDetector:
         self._buf = np.zeros((cap, 36), dtype=np.float64)
         self._valid = np.ones((cap, len(SENSORS)), dtype=bool)
         self._times = np.zeros(cap, dtype=np.float64)
-        self._act = np.zeros(cap)            # movement signal per row
-        self._pdev = np.zeros(cap)           # posture deviation per row, g
-        self._gmean = np.zeros((cap, n_s, 3))  # smoothed gyroscopes per row
-        self._amean = np.zeros((cap, n_s, 3))  # smoothed accelerometers per row
-        self._gait = np.zeros(cap, dtype=bool)
-        self._g = np.zeros((cap, n_s, 3))
-        self._a = np.zeros((cap, n_s, 3))
-        self._gyro_cols = np.array([[channel_index(s, "G", a) for a in "xyz"] for s in st.sensors])
-        self._acc_cols = np.array([[channel_index(s, "A", a) for a in "xyz"] for s in st.sensors])
+        # Per-row features live in plain lists: a row's arithmetic on a dozen floats is several
+        # times faster in Python than through numpy's per-call overhead (see benchmarks/bench_hub.py).
+        self._act = [0.0] * cap              # movement signal per row, deg/s
+        self._pdev = [0.0] * cap             # posture deviation per row, g
+        self._means: List[List[float]] = [[0.0] * (6 * n_s) for _ in range(cap)]  # smoothed gyro then accel
+        self._gait = [False] * cap
+        self._raw: List[List[float]] = [[0.0] * (6 * n_s) for _ in range(cap)]
+        #: Columns read per row: the movement sensors' gyroscopes, their accelerometers, the gait
+        #: sensors' accelerometers, the thigh gyroscope.
+        self._sel = ([channel_index(s, "G", a) for s in st.sensors for a in "xyz"]
+                     + [channel_index(s, "A", a) for s in st.sensors for a in "xyz"]
+                     + [channel_index(s, "A", a) for s in st.gait_sensors for a in "xyz"]
+                     + [channel_index("Thig", "G", a) for a in "xyz"])
+        self._n_s = n_s
         self._half = max(0, int(round(st.smooth_s * self.rate / 2.0)))
         self._smooth_n = 2 * self._half + 1
         # gait features: impact energy of the gait sensors' accelerometers, swing of the thigh gyroscope
-        self._gait_acc_cols = np.array([[channel_index(s, "A", a) for a in "xyz"] for s in st.gait_sensors])
-        self._thigh_cols = np.array([channel_index("Thig", "G", a) for a in "xyz"])
+        self._n_gait = len(st.gait_sensors)
         self._h1 = max(1, int(round(st.gait_window_s * self.rate / 2.0)))  # high-pass half window
         self._h2 = self._h1  # RMS half window
-        self._m = np.zeros((cap, len(st.gait_sensors) + 3))   # accel magnitudes + thigh gyro axes
-        self._hp2 = np.zeros((cap, len(st.gait_sensors) + 1))  # squared high-passed values
+        self._m: List[List[float]] = [[0.0] * (self._n_gait + 3) for _ in range(cap)]  # |acc| + thigh gyro
+        self._hp2: List[List[float]] = [[0.0] * (self._n_gait + 1) for _ in range(cap)]  # squared high-passed
         #: Rows between the newest row and the row the state machine evaluates.
         self.lag = max(self._half, self._h1 + self._h2) if st.gait_detection else self._half
         self._confirm_n = max(1, int(round(st.confirm_s * self.rate)))
@@ -256,12 +260,11 @@ class LiftDetector:
         self.off = self.settings.off_threshold
         self.on = self.settings.on_threshold
         self.pending: List[Tuple[int, int]] = []  # (start, end) awaiting end + post
-        self.gyro_bias: Optional[np.ndarray] = None
-        self.posture: Optional[np.ndarray] = None
-        self._g_run = np.zeros((n_s, 3))
-        self._a_run = np.zeros((n_s, 3))
-        self._m_run = np.zeros(self._m.shape[1])
-        self._hp2_run = np.zeros(self._hp2.shape[1])
+        self.gyro_bias: Optional[List[float]] = None  # 3 per movement sensor
+        self.posture: Optional[List[float]] = None    # 3 per movement sensor, g
+        self._run = [0.0] * (6 * n_s)
+        self._m_run = [0.0] * (self._n_gait + 3)
+        self._hp2_run = [0.0] * (self._n_gait + 1)
         self.evaluated: Optional[int] = None
 
     def _slot(self, i: int) -> int:
@@ -287,62 +290,83 @@ class LiftDetector:
         self._valid[k] = True if valid is None else valid
         self.counters["rows"] += 1
 
-        gyro = values[self._gyro_cols]  # (n_sensors, 3)
-        acc = values[self._acc_cols]
-        if self.gyro_bias is None:
-            if not (np.all(np.isfinite(gyro)) and np.all(np.isfinite(acc))):
+        u = [values[q] for q in self._sel] if not isinstance(values, np.ndarray) else values[self._sel].tolist()
+        n_s3 = 3 * self._n_s
+        n_mv = 2 * n_s3
+        total = math.fsum(u)
+        if not math.isfinite(total):
+            if self.gyro_bias is None:
                 self.first = i + 1  # nothing to learn the standing posture from yet
                 return self._due(i)
-            self.gyro_bias = gyro.copy()
-            self.posture = acc.copy()
-        if not np.all(np.isfinite(gyro)):  # a gap under the NaN policy: no evidence of movement
-            gyro = np.where(np.isfinite(gyro), gyro, self.gyro_bias)
-        if not np.all(np.isfinite(acc)):
-            acc = np.where(np.isfinite(acc), acc, self.posture)
+            # a gap under the NaN policy: no evidence of movement (baseline values), no gait
+            base = self.gyro_bias + self.posture
+            u = [x if math.isfinite(x) else (base[q] if q < n_mv else 0.0) for q, x in enumerate(u)]
+        if self.gyro_bias is None:
+            self.gyro_bias = u[:n_s3]
+            self.posture = u[n_s3:n_mv]
         n_rows = i - self.first + 1
 
         # 1. movement signal for row i - half (centred moving average of 2h+1 rows)
-        self._g[k] = gyro
-        self._a[k] = acc
-        self._g_run += gyro
-        self._a_run += acc
+        mv = u[:n_mv]
+        self._raw[k] = mv
+        run = self._run
         w = self._smooth_n
         if n_rows > w:
-            old = self._slot(i - w)
-            self._g_run -= self._g[old]
-            self._a_run -= self._a[old]
+            old = self._raw[self._slot(i - w)]
+            for q in range(n_mv):
+                run[q] += mv[q] - old[q]
+        else:
+            for q in range(n_mv):
+                run[q] += mv[q]
         if n_rows >= w:
             c = self._slot(i - self._half)
-            g_mean = self._g_run / w
-            a_mean = self._a_run / w
-            self._gmean[c] = g_mean
-            self._amean[c] = a_mean
-            self._act[c] = float(np.sqrt(((g_mean - self.gyro_bias) ** 2).sum(axis=1)).sum())
-            self._pdev[c] = float(np.sqrt(((a_mean - self.posture) ** 2).sum(axis=1)).sum())
+            means = [r / w for r in run]
+            self._means[c] = means
+            bias, post = self.gyro_bias, self.posture
+            act = pdev = 0.0
+            for q in range(0, n_s3, 3):
+                dx, dy, dz = means[q] - bias[q], means[q + 1] - bias[q + 1], means[q + 2] - bias[q + 2]
+                act += math.sqrt(dx * dx + dy * dy + dz * dz)
+                r = n_s3 + q
+                dx, dy, dz = means[r] - post[q], means[r + 1] - post[q + 1], means[r + 2] - post[q + 2]
+                pdev += math.sqrt(dx * dx + dy * dy + dz * dz)
+            self._act[c] = act
+            self._pdev[c] = pdev
 
         # 2. gait for row i - h1 - h2: high-pass (centred mean over 2*h1+1), then RMS over 2*h2+1
         if st.gait_detection:
-            gait_acc = values[self._gait_acc_cols]
-            m = np.concatenate([np.sqrt((gait_acc ** 2).sum(axis=1)), values[self._thigh_cols]])
-            m = np.where(np.isfinite(m), m, 0.0)
+            n_g = self._n_gait
+            m = [math.sqrt(u[q] * u[q] + u[q + 1] * u[q + 1] + u[q + 2] * u[q + 2])
+                 for q in range(n_mv, n_mv + 3 * n_g, 3)] + u[n_mv + 3 * n_g:]
             self._m[k] = m
-            self._m_run += m
+            m_run = self._m_run
             w1 = 2 * self._h1 + 1
             if n_rows > w1:
-                self._m_run -= self._m[self._slot(i - w1)]
+                old = self._m[self._slot(i - w1)]
+                for q in range(n_g + 3):
+                    m_run[q] += m[q] - old[q]
+            else:
+                for q in range(n_g + 3):
+                    m_run[q] += m[q]
             if n_rows >= w1:
                 c = i - self._h1
-                hp = self._m[self._slot(c)] - self._m_run / w1
-                n_acc = len(st.gait_sensors)
-                hp2 = np.concatenate([hp[:n_acc] ** 2, [float((hp[n_acc:] ** 2).sum())]])
+                cm = self._m[self._slot(c)]
+                hp = [cm[q] - m_run[q] / w1 for q in range(n_g + 3)]
+                hp2 = [h * h for h in hp[:n_g]] + [hp[n_g] ** 2 + hp[n_g + 1] ** 2 + hp[n_g + 2] ** 2]
                 self._hp2[self._slot(c)] = hp2
-                self._hp2_run += hp2
+                r2 = self._hp2_run
                 w2 = 2 * self._h2 + 1
-                if c - self.first - self._h1 + 1 > w2:
-                    self._hp2_run -= self._hp2[self._slot(c - w2)]
-                if c - self.first - self._h1 + 1 >= w2:
-                    rms = np.sqrt(np.maximum(self._hp2_run, 0.0) / w2)
-                    gait = bool(np.any(rms[:n_acc] > st.gait_impact_g) or rms[n_acc] > st.gait_thigh_dps)
+                n_hp = c - self.first - self._h1 + 1
+                if n_hp > w2:
+                    old = self._hp2[self._slot(c - w2)]
+                    for q in range(n_g + 1):
+                        r2[q] += hp2[q] - old[q]
+                else:
+                    for q in range(n_g + 1):
+                        r2[q] += hp2[q]
+                if n_hp >= w2:
+                    lim_acc = st.gait_impact_g ** 2 * w2
+                    gait = any(r2[q] > lim_acc for q in range(n_g)) or r2[n_g] > st.gait_thigh_dps ** 2 * w2
                     self._gait[self._slot(c - self._h2)] = gait
 
         # 3. the state machine, lag rows behind
@@ -390,8 +414,9 @@ class LiftDetector:
             self.on = max(st.on_threshold, self.off + (st.on_threshold - st.off_threshold))
             if a < self.off and not gait:
                 # still: follow slow bias and posture changes
-                self.gyro_bias += self._alpha * (self._gmean[c] - self.gyro_bias)
-                self.posture += self._alpha * (self._amean[c] - self.posture)
+                means, al, n_s3 = self._means[c], self._alpha, 3 * self._n_s
+                self.gyro_bias = [b + al * (x - b) for b, x in zip(self.gyro_bias, means[:n_s3])]
+                self.posture = [p + al * (x - p) for p, x in zip(self.posture, means[n_s3:])]
             if a > self.on:
                 self.above += 1
                 if self.above >= self._confirm_n:
@@ -425,7 +450,7 @@ class LiftDetector:
         elif quiet >= self._quiet_posture_n:
             # still for long but not in the old posture: the wearer now stands differently
             self._finish(j, self.last_motion)
-            self.posture = self._amean[c].copy()
+            self.posture = self._means[c][3 * self._n_s:]
 
     def _begin(self, j: int) -> None:
         st = self.settings
@@ -450,7 +475,7 @@ class LiftDetector:
         self.above = 0
         if was == "too_long":
             # re-learn the standing posture: the wearer may stand differently now
-            self.posture = self._amean[self._slot(j)].copy()
+            self.posture = self._means[self._slot(j)][3 * self._n_s:]
             return
         end = min(last + self.settings.end_lag, j)
         if end - self.start + 1 < self._min_n:
