@@ -14,7 +14,9 @@ emulated controllers and serves the hub's controller over HCI; the printed
 ``host.ble_emulation.open_remote_central``.
 
 Speed: ``--speed 1`` real time, ``--speed N`` N times faster, ``--speed 0``
-as fast as the link takes it (serial only).
+as fast as the link takes it (serial only). At any speed but 1 the printed
+URL carries ``?clock=device`` so the hub's aligner follows the recording's
+clock instead of the arrival times.
 
 Faults (seeded with ``--seed``): ``--drop SHARE`` of frames/samples lost,
 ``--garbage N`` bursts of random bytes per minute (serial) or ``--garbage-share``
@@ -135,7 +137,8 @@ def run_serial(args: argparse.Namespace, stop: Optional[threading.Event] = None,
     t0 = time.monotonic()
     emu.start()
     try:
-        print(emu.url(), flush=True)  # the path the hub opens
+        # the URL the hub opens; faster than real time, the hub must follow the device clock
+        print(emu.url() if args.speed == 1 or args.port else emu.url(clock="device"), flush=True)
         if on_ready is not None:
             on_ready(emu)
         while not stop.is_set():

@@ -239,7 +239,7 @@ def test_emulate_serial_is_read_by_the_hub_source_and_records_buzz(sim):
     child = _spawn(["emulate", one, "--speed", "4", "--drop", "0.05", "--seed", "2", "--json"])
     try:
         url = child.stdout.readline().strip()
-        assert url.startswith("serial:///dev/pts/"), child.stderr.read()
+        assert url.startswith("serial:///dev/pts/") and url.endswith("?clock=device"), child.stderr.read()
 
         async def read():
             got = []
@@ -309,3 +309,32 @@ def test_replay_through_the_hub(tmp_path, sim, kit):
     assert len(out_csv.read_text().splitlines()) == 4
     status, _, err = run_host(["replay", "--data", sim, "--bundle", kit.v120, "--trust", kit.other_pub])
     assert status == 1 and "unknown key" in err
+
+
+def test_record_live_from_an_emulated_sensor_hub(tmp_path):
+    """``host emulate`` plays a simulated shift over a pty; ``host record`` records its lift live."""
+    from test_bundle_kit import run_cli
+
+    from edge.dataset import check_dataset
+
+    shift = tmp_path / "shift"
+    status, _, err = run_cli("quantize", ["synth-shift", "--out", shift, "--minutes", 1, "--seed", 1])
+    assert status == 0, err
+    lifts = [r for r in csv.DictReader(open(shift / "events.csv")) if r["kind"] == "lift"]
+    assert lifts
+    child = _spawn(["emulate", shift, "--speed", "30"])
+    try:
+        url = child.stdout.readline().strip()
+        out = tmp_path / "site"
+        status, stdout, err = run_host(["record", "--source", url, "--subject", "W3", "--zone", "11", "--out", out,
+                                        "--duration", "8", "--json"])
+        assert status == 0, err
+        assert child.wait(timeout=30) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+    trials = json.loads(stdout)["trials"]
+    durations = [(t["lift_end"] - t["lift_start"] + 1) / 25.0 for t in trials]
+    truth = [(int(r["end"]) - int(r["start"]) + 1) / 25.0 for r in lifts]
+    assert all(any(abs(d - t) <= 1.0 for d in durations) for t in truth), (durations, truth)
+    assert [p for p in check_dataset(out) if p.severity == "error"] == []
