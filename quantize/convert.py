@@ -62,12 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training tensors used to calibrate int8 ranges (default 300)")
     parser.add_argument("--seed", type=int, default=0, help="seed for drawing the calibration sample")
     parser.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads for the parity run")
+    parser.add_argument("--no-bias-correction", action="store_true",
+                        help="skip empirical bias correction of the int8 model (see docs/bundle.md)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Convert and print the parity table."""
     parity = convert_run(args.run, data_dir=args.data, n_representative=args.representative,
-                         seed=args.seed, num_threads=args.threads)
+                         seed=args.seed, num_threads=args.threads, bias_correction=not args.no_bias_correction)
     print(parity_markdown(parity))
     print(f"wrote {Path(args.run) / FLOAT_MODEL}, {Path(args.run) / INT8_MODEL}, "
           f"{Path(args.run) / PARITY_JSON}, {Path(args.run) / PARITY_MD}", file=sys.stderr)
@@ -258,6 +260,136 @@ def convert_int8(model: Any, representative: np.ndarray) -> bytes:
                               f"(only TFLITE_BUILTINS_INT8 ops are allowed): {first}") from None
 
 
+# ------------------------------------------------------- empirical bias correction
+
+def _correctable_layers(model: Any) -> List[Any]:
+    """Layers with a bias whose output TFLite keeps as one tensor: Conv/Dense, linear/ReLU/softmax."""
+    out = []
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind not in ("Conv1D", "Conv2D", "Dense") or not getattr(layer, "use_bias", False):
+            continue
+        act = getattr(getattr(layer, "activation", None), "__name__", "")
+        if act in ("linear", "relu") or (act == "softmax" and kind == "Dense"):
+            out.append(layer)
+    return out
+
+
+def _reference_fn(model: Any, layer: Any):
+    """Float reference of ``layer``'s TFLite tensor: its output, or its logits for a softmax Dense."""
+    import keras
+
+    act = getattr(layer.activation, "__name__", "")
+    if act == "softmax":
+        feed = keras.Model(model.inputs, layer.input)
+        kernel, bias = [np.asarray(w) for w in layer.get_weights()]
+        return lambda x: np.asarray(feed.predict(x, batch_size=32, verbose=0)) @ kernel + bias
+    sub = keras.Model(model.inputs, layer.output)
+    return lambda x: np.asarray(sub.predict(x, batch_size=32, verbose=0))
+
+
+def _find_tensor(details: Sequence[Dict[str, Any]], layer_name: str, shape: Sequence[int]) -> Optional[Dict[str, Any]]:
+    """The int8 activation tensor of a Keras layer in a converted model (matched by name and shape)."""
+    import re
+
+    candidates = [d for d in details if np.dtype(d["dtype"]) == np.int8 and d["quantization"][0] > 0
+                  and list(d["shape"]) == [1] + list(shape)]
+    exact = re.compile(rf"(^|/){re.escape(layer_name)}/")
+    suffixed = re.compile(rf"(^|/){re.escape(layer_name)}_\d+/")
+    found = [d for d in candidates if exact.search(d["name"])] or \
+        [d for d in candidates if suffixed.search(d["name"])]
+    if len({d["index"] for d in found}) != 1:
+        return None  # absent (folded away) or ambiguous: leave this layer alone
+    return found[0]
+
+
+def layer_mean_error(int8_bytes: bytes, reference: Any, layer_name: str, x: np.ndarray) -> Optional[Tuple[np.ndarray, float]]:
+    """Per-channel mean of (int8 activation - float activation) over ``x``.
+
+    Args:
+        int8_bytes: Full-integer model.
+        reference: Callable giving the float activation for a batch.
+        layer_name: Keras layer whose tensor is compared.
+        x: Float input tensors (calibration data).
+
+    Returns:
+        ``(mean error per output channel, the tensor's scale)``, or None when
+        the converted model has no tensor for the layer (e.g. folded away).
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edge.signal_path import quantize_int8
+
+    ref = reference(x)
+    interp = Interpreter(model_content=int8_bytes, experimental_preserve_all_tensors=True)
+    interp.allocate_tensors()
+    detail = _find_tensor(interp.get_tensor_details(), layer_name, ref.shape[1:])
+    if detail is None:
+        return None
+    d_in = interp.get_input_details()[0]
+    scale, zp = float(detail["quantization"][0]), int(detail["quantization"][1])
+    total = np.zeros(ref.shape[-1], dtype=np.float64)
+    for i in range(len(x)):
+        interp.set_tensor(d_in["index"], quantize_int8(x[i: i + 1], *d_in["quantization"]))
+        interp.invoke()
+        got = (interp.get_tensor(detail["index"])[0].astype(np.float64) - zp) * scale
+        total += (got - ref[i]).reshape(-1, ref.shape[-1]).mean(axis=0)
+    return total / len(x), scale
+
+
+def convert_int8_bias_corrected(model: Any, representative: np.ndarray, *, threshold_steps: float = 0.25,
+                                progress: bool = True) -> Tuple[bytes, List[Dict[str, Any]]]:
+    """Full-integer conversion with empirical bias correction (Nagel et al. 2019, sec. 4.2).
+
+    int8 kernels round with a small systematic bias (e.g. average pooling of
+    int8 values with zero point -128 rounds half away from zero, about -1/8
+    step per pool), which a wide dense layer sums over thousands of inputs
+    into a shift of whole steps. Layer by layer, in model order, the mean
+    error per output channel between the int8 model and the float model is
+    measured on the calibration tensors (training data only) and subtracted
+    from that layer's bias in a copy of the float model, which is then
+    converted again. Layers whose error is under ``threshold_steps`` of their
+    int8 step are left alone. The original model is not changed.
+
+    Returns:
+        ``(int8 bytes, corrections)``: one entry per corrected layer with the
+        error before correction in int8 steps.
+    """
+    import keras
+
+    work = keras.models.clone_model(model)
+    work.set_weights(model.get_weights())
+    current = convert_int8(work, representative)
+    corrections: List[Dict[str, Any]] = []
+    for layer in _correctable_layers(model):
+        measured = layer_mean_error(current, _reference_fn(model, layer), layer.name, representative)
+        if measured is None:
+            continue
+        err, scale = measured
+        worst = float(np.max(np.abs(err)) / scale)
+        if worst < threshold_steps:
+            continue
+        target = work.get_layer(layer.name)
+        original = target.get_weights()
+        weights = [w.copy() for w in original]
+        weights[1] = (weights[1] - err).astype(weights[1].dtype)
+        target.set_weights(weights)
+        if progress:
+            print(f"convert: bias correction of {layer.name}: mean error up to {worst:.2f} int8 steps; reconverting",
+                  file=sys.stderr, flush=True)
+        candidate = convert_int8(work, representative)
+        after = layer_mean_error(candidate, _reference_fn(model, layer), layer.name, representative)
+        after_steps = float(np.max(np.abs(after[0])) / after[1]) if after is not None else float("inf")
+        if after_steps >= worst:  # did not help (or the tensor was mismatched): undo
+            target.set_weights(original)
+            continue
+        current = candidate
+        corrections.append({"layer": layer.name, "max_error_steps": round(worst, 4),
+                            "max_error_steps_after": round(after_steps, 4),
+                            "mean_error": float(np.mean(err)), "scale": scale})
+    return current, corrections
+
+
 def model_ops(model_bytes: bytes) -> List[str]:
     """Names of the builtin operators a ``.tflite`` model uses (for the Edge TPU check)."""
     try:
@@ -370,18 +502,33 @@ def parity_markdown(parity: Dict[str, Any]) -> str:
                   f"- ops the Edge TPU compiler would leave on the CPU: "
                   f"{', '.join(im.get('ops_not_on_edgetpu') or []) or 'none'}",
                   f"- calibration: {im['representative']} training tensors (seed {im['seed']})"]
+        bc = im.get("bias_correction")
+        if bc == "off":
+            lines.append("- empirical bias correction: off")
+        elif bc is not None:
+            done = ", ".join(f"{c['layer']} (mean error up to {c['max_error_steps']:.2f} -> "
+                             f"{c['max_error_steps_after']:.2f} int8 steps)" for c in bc) or "no layer needed it"
+            lines.append(f"- empirical bias correction (calibration data only): {done}")
     return "\n".join(lines) + "\n"
 
 
 def convert_model(model: Any, train_tensors: np.ndarray, *, n_representative: int = 300,
-                  seed: int = 0) -> Tuple[bytes, bytes]:
-    """Convert to float32 and int8 TFLite; returns ``(float_bytes, int8_bytes)``."""
+                  seed: int = 0, bias_correction: bool = True) -> Tuple[bytes, bytes, List[Dict[str, Any]]]:
+    """Convert to float32 and int8 TFLite.
+
+    Returns:
+        ``(float_bytes, int8_bytes, bias corrections)`` (empty list without
+        ``bias_correction``).
+    """
     rep = representative_sample(train_tensors, n_representative, seed)
-    print(f"convert: float32 ...", file=sys.stderr, flush=True)
+    print("convert: float32 ...", file=sys.stderr, flush=True)
     float_bytes = convert_float(model)
     print(f"convert: int8 (calibrating on {len(rep)} training tensors) ...", file=sys.stderr, flush=True)
-    int8_bytes = convert_int8(model, rep)
-    return float_bytes, int8_bytes
+    if bias_correction:
+        int8_bytes, corrections = convert_int8_bias_corrected(model, rep)
+    else:
+        int8_bytes, corrections = convert_int8(model, rep), []
+    return float_bytes, int8_bytes, corrections
 
 
 def int8_io(model_bytes: bytes) -> Dict[str, Any]:
@@ -397,7 +544,8 @@ def int8_io(model_bytes: bytes) -> Dict[str, Any]:
 
 
 def convert_run(run_dir: Path, *, data_dir: Optional[Path] = None, n_representative: int = 300,
-                seed: int = 0, num_threads: int = 2, progress: bool = True) -> Dict[str, Any]:
+                seed: int = 0, num_threads: int = 2, progress: bool = True,
+                bias_correction: bool = True) -> Dict[str, Any]:
     """Convert a run folder's model and write the TFLite files and the parity report.
 
     Returns:
@@ -417,7 +565,8 @@ def convert_run(run_dir: Path, *, data_dir: Optional[Path] = None, n_representat
     rep_idx = np.sort(rng.choice(len(train.windows), size=k, replace=False))
     rep_tensors = make_tensors([train.windows[i] for i in rep_idx], recipe, progress=progress)
     test_tensors = make_tensors(test.windows, recipe, progress=progress)
-    float_bytes, int8_bytes = convert_model(model, rep_tensors, n_representative=k, seed=seed)
+    float_bytes, int8_bytes, corrections = convert_model(model, rep_tensors, n_representative=k, seed=seed,
+                                                         bias_correction=bias_correction)
     (run_dir / FLOAT_MODEL).write_bytes(float_bytes)
     (run_dir / INT8_MODEL).write_bytes(int8_bytes)
     print("convert: Keras predictions ...", file=sys.stderr, flush=True)
@@ -431,7 +580,8 @@ def convert_run(run_dir: Path, *, data_dir: Optional[Path] = None, n_representat
     ops = model_ops(int8_bytes)
     parity["int8_model"] = dict(io_info, bytes=len(int8_bytes), ops=ops,
                                 ops_not_on_edgetpu=[o for o in ops if o not in EDGETPU_OPS],
-                                representative=int(k), seed=int(seed))
+                                representative=int(k), seed=int(seed),
+                                bias_correction=corrections if bias_correction else "off")
     parity["float_model"] = {"bytes": len(float_bytes)}
     parity["seconds"] = round(time.perf_counter() - t0, 2)
     (run_dir / PARITY_JSON).write_text(json.dumps(parity, indent=1) + "\n")

@@ -109,3 +109,31 @@ def test_parity_markdown_reports_missed_targets_honestly():
     assert p["int8_accuracy_drop_points"] == pytest.approx(25.0)
     assert not p["met"]
     assert "MISSED" in parity_markdown(p)
+
+
+def test_empirical_bias_correction_reduces_the_int8_error(tb):
+    """Bias correction (measured on training tensors only) brings int8 closer to the float model."""
+    from edge.signal_path import TensorRecipe
+    from quantize.convert import (convert_int8, convert_int8_bias_corrected, layer_mean_error, _reference_fn,
+                                  tflite_probs)
+    from quantize.data import load_windows, make_tensors
+    from quantize.models import load_model
+
+    split = json.loads((tb.run / "split.json").read_text())
+    recipe = TensorRecipe.load(tb.run / "recipe.json")
+    x = make_tensors(load_windows(tb.data, progress=False).select(split["train"]).windows, recipe, progress=False)
+    model = load_model(tb.run / "model.keras")
+    plain = convert_int8(model, x)
+    corrected, corrections = convert_int8_bias_corrected(model, x, threshold_steps=0.0, progress=False)
+    assert corrections, "expected at least one layer with a measurable mean error"
+    for c in corrections:
+        layer = model.get_layer(c["layer"])
+        before = layer_mean_error(plain, _reference_fn(model, layer), layer.name, x)
+        after = layer_mean_error(corrected, _reference_fn(model, layer), layer.name, x)
+        assert np.abs(after[0]).mean() / after[1] < np.abs(before[0]).mean() / before[1] + 1e-9
+    keras_probs = model.predict(x, verbose=0)
+    err_plain = np.abs(tflite_probs(plain, x) - keras_probs).mean()
+    err_corrected = np.abs(tflite_probs(corrected, x) - keras_probs).mean()
+    assert err_corrected <= err_plain
+    assert model.get_layer(corrections[0]["layer"]).get_weights()[1].tolist() == \
+        load_model(tb.run / "model.keras").get_layer(corrections[0]["layer"]).get_weights()[1].tolist()
