@@ -128,7 +128,7 @@ def soft_tissue(lin_acc_world: np.ndarray, gyro_dps: np.ndarray, rate_hz: float,
     + 0.03 |omega|, with the envelope smoothed over 0.2 s. The spec's resting
     floor (0.01 g, 0.5 deg/s) is lowered: at rest the skin is driven only by
     sway and tremor, and 0.01 g RMS on the waist would exceed the modal
-    postural tremor of the hand itself (0.01 g peak, Marsden et al. 1982).
+    postural tremor of the hand itself (0.01 g peak, Arch Neurol 1982 normative study).
     """
     n = lin_acc_world.shape[0]
     w = int(0.2 * rate_hz)

@@ -220,7 +220,7 @@ def plot_examples(trials_by_class: Dict[str, object], path: Path) -> None:
                         ax.legend(fontsize=6, ncol=3, loc="upper right")
         axes[-1, col].set_xlabel("time (s)")
     fig.suptitle("LiftSim: one simulated trial per risk class, raw 25 Hz channels; black lines = lift_start/lift_end")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -76,7 +76,7 @@ def make_subject(seed: int, index: int, options: SimOptions = SimOptions()) -> S
     elbow preference N(15, 8 kappa) deg; pronation N(60, 15 kappa) deg; foot
     offset N(0, 4 kappa) cm; step propensity min(1, kappa 0.5 Beta(1, 3));
     speed LN(0, 0.15); tremor N(8, 1) Hz clipped to [6, 11] (postural hand tremor peaks
-    near 7 Hz, Marsden et al. 1982 / 6-12 Hz, Lakie et al. 2015).
+    near 7 Hz, Arch Neurol 1982 normative study / 6-12 Hz, Lakie et al. 2015).
     """
     rng = np.random.default_rng([int(seed), int(index), 1])
     k = options.difficulty
