@@ -78,7 +78,7 @@ def detect_in_trial(samples: np.ndarray, timestamps: np.ndarray, recipe: Any,
             elif isinstance(o, Outage):
                 windows.extend(detector.flush())
 
-    values = np.asarray(samples, dtype=np.float32)
+    values = np.asarray(samples, dtype=np.float64)  # as replay:// delivers them (bit-identical to the hub)
     t0 = float(timestamps[0])
     for k in range(len(samples)):
         t = float(timestamps[k])
