@@ -397,3 +397,28 @@ async def test_status_larger_than_a_frame_comes_in_parts(tmp_path, kit):
         for k, v in m.body.items():
             merged.setdefault(k, {}).update(v) if isinstance(v, dict) else merged.__setitem__(k, v)
     assert merged["daemon"] == big and merged["store"]["hub_id"] == "hub-test"
+
+
+def test_resume_survives_a_hub_restart(tmp_path, kit, link):
+    """The partial transfer is on disk: after the hub is killed and restarted, flashing resumes."""
+    from edge.manage import HubUnreachable, ManagementClient
+
+    store = tmp_path / "store"
+    new_store(store, kit.pub, install=kit.v120)
+    proc = HubProcess(store, link.hub_path)
+    data = kit.v130.read_bytes()
+    with ManagementClient(link.host_path, timeout=1) as client:
+        with pytest.raises(HubUnreachable):
+            client.flash(data, interrupt_at=len(data) // 2)
+    proc.kill()
+    part = store / "partial" / f"{sha256(kit.v130)}.part"
+    assert part.is_file() and 0 < part.stat().st_size < len(data)
+    again = HubProcess(store, link.hub_path)
+    try:
+        status, out, err = run_host(["flash", kit.v130, "--port", link.host_path, "--json"])
+        assert status == 0, err
+        result = json.loads(out)
+        assert len(data) // 2 <= result["resumed_from"] < len(data)
+        assert HubProcess.fields(again.expect("hub-reloaded"))["sha256"] == sha256(kit.v130)
+    finally:
+        again.stop()
