@@ -157,8 +157,10 @@ class SourceMonitor:
 
 
 def _fmt(v: Any, spec: str) -> str:
+    """Format ``v`` with ``spec``; a missing value is a right-aligned '-' of the same width."""
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "-"
+        width = int("".join(ch for ch in spec.split(".")[0] if ch.isdigit()) or 1)
+        return "-".rjust(width)
     return format(v, spec)
 
 
