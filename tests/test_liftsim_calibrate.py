@@ -41,14 +41,16 @@ def test_artefacts_put_energy_in_the_2_12_hz_band(sos):
 def test_proxy_runs_through_the_signal_path_and_reports_metrics(tmp_path):
     from quantize.liftsim.calibrate import calibrate, summary_markdown
 
-    result = calibrate([1.0], seeds=1, n_subjects=2, reps=2, progress=False)
-    run = result["runs"][0]
+    result = calibrate([1.0], seeds=1, n_subjects=2, reps=2, progress=False, splits=("random", "subject"))
+    run, loso = result["runs"]
+    assert (run["split"], loso["split"]) == ("random", "subject")
+    assert np.sum(loso["confusion"]) == 48  # every trial tested once, its subject held out
     assert 0.0 <= run["accuracy"] <= 1.0
     assert np.sum(run["confusion"]) == 12  # 25 % of 48 trials
     assert set(run["recall"]) == {"low", "medium", "high"}
     s = result["summary"][0]
     assert s["accepted"] == (0.85 <= s["accuracy_mean"] <= 0.93 and s["recall_ordered"])
-    assert "| 1 |" in summary_markdown(result)
+    assert "| 1 | random | 1 |" in summary_markdown(result)
     json.dumps(result)  # JSON-able for calibration.json
 
 

@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=5, help="cohorts (seeds 0..N-1) per kappa (default 5)")
     parser.add_argument("--subjects", type=int, default=10, help="subjects per cohort (default 10)")
     parser.add_argument("--reps", type=int, default=6, help="repetitions per zone (default 6)")
+    parser.add_argument("--split", default="random",
+                        help="comma-separated: random (75/25, the paper) and/or subject (leave one out)")
     parser.add_argument("--workers", type=int, default=1, help="processes for simulation (default 1)")
     parser.add_argument("--band-power", action="store_true", help="also write the 2-12 Hz band-power table")
     parser.add_argument("--plot", action="store_true", help="also plot one trial per risk class (36 channels)")
@@ -72,8 +74,16 @@ def proxy_features(filtered: Sequence[np.ndarray], mean: np.ndarray, std: np.nda
     return np.asarray(rows)
 
 
-def evaluate_proxy(trials: Sequence, seed: int, sos: np.ndarray) -> Dict[str, object]:
-    """Random 75/25 split, standardisation fitted on train, logistic regression; metrics on test."""
+def evaluate_proxy(trials: Sequence, seed: int, sos: np.ndarray, split: str = "random") -> Dict[str, object]:
+    """Fit and test the proxy; standardisation is always fitted on the training part only.
+
+    Args:
+        trials: Simulated trials.
+        seed: Seed of the random split.
+        sos: Band-pass coefficients.
+        split: ``"random"`` (75/25, the paper) or ``"subject"`` (leave one subject out;
+            predictions of every fold pooled).
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, confusion_matrix, recall_score
     from sklearn.model_selection import train_test_split
@@ -86,61 +96,82 @@ def evaluate_proxy(trials: Sequence, seed: int, sos: np.ndarray) -> Dict[str, ob
     y = np.array([CLASS_NAMES.index(ZONE_RISK[t.zone]) for t in trials])
     windows = lift_windows(trials)
     filt = filtered_windows(windows, sos)
-    idx_train, idx_test = train_test_split(np.arange(len(trials)), test_size=0.25, random_state=seed)
-    mean, std = fit_standardization([windows[i] for i in idx_train], sos)  # training split only
-    X = proxy_features(filt, mean, std)
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000))
-    clf.fit(X[idx_train], y[idx_train])
-    pred = clf.predict(X[idx_test])
-    rec = recall_score(y[idx_test], pred, labels=[0, 1, 2], average=None, zero_division=0)
-    return {"accuracy": float(accuracy_score(y[idx_test], pred)),
+    if split == "random":
+        idx_train, idx_test = train_test_split(np.arange(len(trials)), test_size=0.25, random_state=seed)
+        folds = [(idx_train, idx_test)]
+    elif split == "subject":
+        subjects = np.array([t.subject_id for t in trials])
+        folds = [(np.flatnonzero(subjects != s), np.flatnonzero(subjects == s)) for s in sorted(set(subjects))]
+    else:
+        raise ValueError(f"split {split!r}; expected 'random' or 'subject'")
+    truth, pred = [], []
+    for idx_train, idx_test in folds:
+        mean, std = fit_standardization([windows[i] for i in idx_train], sos)  # training part only
+        X = proxy_features(filt, mean, std)
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000))
+        clf.fit(X[idx_train], y[idx_train])
+        truth.append(y[idx_test])
+        pred.append(clf.predict(X[idx_test]))
+    truth, pred = np.concatenate(truth), np.concatenate(pred)
+    rec = recall_score(truth, pred, labels=[0, 1, 2], average=None, zero_division=0)
+    return {"split": split, "accuracy": float(accuracy_score(truth, pred)),
             "recall": {c: float(r) for c, r in zip(CLASS_NAMES, rec)},
-            "confusion": confusion_matrix(y[idx_test], pred, labels=[0, 1, 2]).tolist()}
+            "confusion": confusion_matrix(truth, pred, labels=[0, 1, 2]).tolist()}
 
 
 def calibrate(kappas: Sequence[float], seeds: int, n_subjects: int = 10, reps: int = 6, workers: int = 1,
-              progress: bool = True) -> Dict[str, object]:
-    """Run the proxy over kappas x seeds; returns per-run results and per-kappa summaries."""
+              progress: bool = True, splits: Sequence[str] = ("random",)) -> Dict[str, object]:
+    """Run the proxy over kappas x seeds (x splits); returns per-run results and summaries."""
     from quantize.filter_design import design_bandpass
 
     from .options import SimOptions
     from .trials import generate_cohort
 
     sos = design_bandpass()
-    runs, summary = [], []
+    runs = []
     for k in kappas:
-        accs, recs = [], []
         for seed in range(seeds):
             t0 = time.perf_counter()
             trials = list(generate_cohort(n_subjects, reps, seed, SimOptions(difficulty=k), workers=workers))
-            res = evaluate_proxy(trials, seed, sos)
-            res.update(kappa=k, seed=seed)
-            runs.append(res)
-            accs.append(res["accuracy"])
-            recs.append([res["recall"][c] for c in ("low", "medium", "high")])
-            if progress:
-                r = res["recall"]
-                print(f"calibrate: kappa {k:g} seed {seed}: accuracy {res['accuracy']:.3f} recall "
-                      f"{r['low']:.2f}/{r['medium']:.2f}/{r['high']:.2f} ({time.perf_counter() - t0:.0f} s)",
-                      file=sys.stderr)
-        rm = np.mean(recs, axis=0)
+            for split in splits:
+                res = evaluate_proxy(trials, seed, sos, split)
+                res.update(kappa=k, seed=seed)
+                runs.append(res)
+                if progress:
+                    r = res["recall"]
+                    print(f"calibrate: kappa {k:g} seed {seed} {split}: accuracy {res['accuracy']:.3f} recall "
+                          f"{r['low']:.2f}/{r['medium']:.2f}/{r['high']:.2f} ({time.perf_counter() - t0:.0f} s)",
+                          file=sys.stderr)
+    return {"proxy": "logistic regression (C=0.1) on 216 statistics of the filtered, standardised lift window",
+            "splits": {"random": "random 75/25 per seed", "subject": "leave one subject out, pooled"},
+            "cohort": {"subjects": n_subjects, "reps": reps}, "runs": runs, "summary": summarize(runs)}
+
+
+def summarize(runs: Sequence[Dict[str, object]]) -> List[Dict[str, object]]:
+    """Per (kappa, split): mean/SD/min/max accuracy, mean recalls, ordering and acceptance."""
+    out = []
+    keys = sorted({(r["kappa"], r.get("split", "random")) for r in runs}, key=lambda x: (x[1] != "random", x))
+    for k, split in keys:
+        sel = [r for r in runs if r["kappa"] == k and r.get("split", "random") == split]
+        accs = [r["accuracy"] for r in sel]
+        rm = np.mean([[r["recall"][c] for c in ("low", "medium", "high")] for r in sel], axis=0)
         ordered = bool(rm[0] < rm[1] <= rm[2])
         mean_acc = float(np.mean(accs))
-        summary.append({"kappa": k, "accuracy_mean": mean_acc, "accuracy_sd": float(np.std(accs)),
-                        "accuracy_min": float(np.min(accs)), "accuracy_max": float(np.max(accs)),
-                        "recall_low": float(rm[0]), "recall_medium": float(rm[1]), "recall_high": float(rm[2]),
-                        "recall_ordered": ordered, "accepted": bool(0.85 <= mean_acc <= 0.93 and ordered)})
-    return {"proxy": "logistic regression (C=0.1) on 216 statistics of the filtered, standardised lift window",
-            "split": "random 75/25 per seed", "cohort": {"subjects": n_subjects, "reps": reps},
-            "runs": runs, "summary": summary}
+        out.append({"kappa": k, "split": split, "seeds": len(sel), "accuracy_mean": mean_acc,
+                    "accuracy_sd": float(np.std(accs)), "accuracy_min": float(np.min(accs)),
+                    "accuracy_max": float(np.max(accs)), "recall_low": float(rm[0]),
+                    "recall_medium": float(rm[1]), "recall_high": float(rm[2]), "recall_ordered": ordered,
+                    "accepted": bool(0.85 <= mean_acc <= 0.93 and ordered)})
+    return out
 
 
 def summary_markdown(result: Dict[str, object]) -> str:
     """The calibration table as markdown."""
-    lines = ["| kappa | accuracy mean +- SD (min-max) | recall low / medium / high | ordered | accepted |",
-             "|---|---|---|---|---|"]
+    lines = ["| kappa | split | seeds | accuracy mean +- SD (min-max) | recall low / medium / high | ordered | accepted |",
+             "|---|---|---|---|---|---|---|"]
     for s in result["summary"]:
-        lines.append(f"| {s['kappa']:g} | {s['accuracy_mean']:.3f} +- {s['accuracy_sd']:.3f} "
+        lines.append(f"| {s['kappa']:g} | {s.get('split', 'random')} | {s.get('seeds', '')} | "
+                     f"{s['accuracy_mean']:.3f} +- {s['accuracy_sd']:.3f} "
                      f"({s['accuracy_min']:.3f}-{s['accuracy_max']:.3f}) | {s['recall_low']:.2f} / "
                      f"{s['recall_medium']:.2f} / {s['recall_high']:.2f} | {'yes' if s['recall_ordered'] else 'no'} "
                      f"| {'yes' if s['accepted'] else 'no'} |")
@@ -234,9 +265,9 @@ def plot_calibration(result: Dict[str, object], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ks = [r["kappa"] for r in result["runs"]]
-    ax.scatter(ks, [r["accuracy"] for r in result["runs"]], s=12, alpha=0.6, label="seed")
-    s = result["summary"]
+    rnd = [r for r in result["runs"] if r.get("split", "random") == "random"]
+    ax.scatter([r["kappa"] for r in rnd], [r["accuracy"] for r in rnd], s=12, alpha=0.6, label="seed")
+    s = [x for x in result["summary"] if x.get("split", "random") == "random"]
     ax.plot([x["kappa"] for x in s], [x["accuracy_mean"] for x in s], "o-", color="C1", label="mean")
     ax.axhspan(0.85, 0.93, color="green", alpha=0.15, label="paper band 0.85-0.93")
     ax.set_xlabel("difficulty kappa")
@@ -263,12 +294,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--kappas {args.kappas!r}; expected comma-separated numbers like 0.5,1,1.5") from None
     if not kappas or any(not (0 <= k <= 5) for k in kappas):
         raise ConfigError(f"--kappas {args.kappas!r}; expected numbers from 0 to 5")
+    splits = [x.strip() for x in args.split.split(",") if x.strip()]
+    if not splits or any(x not in ("random", "subject") for x in splits):
+        raise ConfigError(f"--split {args.split!r}; expected random, subject or random,subject")
     if args.seeds < 1:
         raise ConfigError(f"--seeds {args.seeds}; expected at least 1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.skip_calibration:
-        result = calibrate(kappas, args.seeds, args.subjects, args.reps, max(1, args.workers))
+        result = calibrate(kappas, args.seeds, args.subjects, args.reps, max(1, args.workers), splits=splits)
         (out / "calibration.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         md = summary_markdown(result)
         (out / "calibration.md").write_text(md, encoding="utf-8")
