@@ -30,19 +30,16 @@ import importlib.util
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
 from edge.errors import LiftGuardError
 
 HELP = "run the whole story: simulate, train, export a signed int8 bundle, flash an emulated hub, replay, summarize"
-
-#: The paper's Table 4 row for the proposed model (Snyder et al. 2021).
-PAPER_PROPOSED = {"low_f1": 0.776, "medium_f1": 0.862, "high_f1": 0.964, "accuracy": 0.906, "rk": 0.839}
-
 
 class DemoError(LiftGuardError, RuntimeError):
     """A demo step is unavailable or failed."""
@@ -71,8 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=8, help="seed of every step (default 8)")
     parser.add_argument("--subjects", type=int, default=10, help="simulated subjects (default 10, as the paper)")
     parser.add_argument("--reps", type=int, default=6, help="repetitions per zone and subject (default 6)")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="training epochs (default: quantize train's default)")
+    parser.add_argument("--epochs", type=int, default=20,
+                        help="training epochs (default 20: about 3 minutes on 2 cores; the paper trained longer)")
     parser.add_argument("--shift-minutes", type=float, default=10.0,
                         help="length of the replayed shift, minutes of worker time (default 10)")
     parser.add_argument("--speed", type=float, default=60.0,
@@ -92,7 +89,8 @@ class Demo:
         self.args = args
         self.run_dir: Path = args.out.resolve()
         self.logs = self.run_dir / "logs"
-        self.results: Dict[str, object] = {}
+        self.results: Dict[str, Any] = {}
+        self._report: Any = None
         self.python = sys.executable
         self.env = dict(os.environ, PYTHONHASHSEED=str(args.seed), TF_CPP_MIN_LOG_LEVEL="2",
                         PYTHONUNBUFFERED="1")
@@ -152,65 +150,198 @@ class Demo:
                  ["quantize.convert"], self.step_convert),
             Step("export", "export the signed int8 bundle (quantize export)", ["quantize.export"],
                  self.step_export),
-            Step("flash", "start an emulated hub, provision it and flash the bundle over a pty "
-                 "(edge run, host provision, host flash)",
-                 ["edge.daemon", "edge.manage", "host.provision", "host.flash", "host.serial_relay"],
-                 self.step_flash),
-            Step("replay", "replay the test split through the sensor rig into the hub; compare with edge classify",
-                 ["host.emulate", "edge.classify", "hil_tests.rig"], self.step_replay),
-            Step("shift", "simulate a short shift and replay it through the rig (quantize synth-shift)",
-                 ["quantize.liftsim.cli_shift", "host.emulate", "hil_tests.rig"], self.step_shift),
+            Step("flash", "provision an emulated hub and flash the bundle over a pty "
+                 "(edge.hub_process, host provision, host flash, host status)",
+                 ["edge.hub_process", "edge.manage", "host.provision", "host.flash", "host.status",
+                  "host.serial_relay"], self.step_flash),
+            Step("replay", "replay the test split through the sensor rig into the hub (edge run); "
+                 "compare with edge classify",
+                 ["edge.daemon", "edge.classify", "host.sensorhub_emulator", "hil_tests.rig"], self.step_replay),
+            Step("shift", "simulate a short shift (quantize synth-shift) and replay it through the rig",
+                 ["quantize.liftsim.cli_shift", "edge.daemon", "host.sensorhub_emulator", "hil_tests.rig"],
+                 self.step_shift),
         ]
 
     def step_synth(self) -> str:
         data = self.run_dir / "data"
-        if (data / "index.csv").exists():
-            return f"kept existing {data}"
-        self.cli("synth", "quantize", ["synth", "--out", data, "--seed", self.args.seed,
-                                        "--subjects", self.args.subjects, "--reps", self.args.reps])
+        if not (data / "index.csv").exists():
+            self.cli("synth", "quantize", ["synth", "--out", data, "--seed", self.args.seed,
+                                            "--subjects", self.args.subjects, "--reps", self.args.reps,
+                                            "--workers", 2, "--no-progress"])
         n = sum(1 for _ in open(data / "index.csv")) - 1
-        self.results["n_trials"] = n
+        self.results["trials"] = n
         return f"{n} trials in {data}"
 
     def step_train(self) -> str:
         train = self.run_dir / "train"
-        argv = ["train", "--data", self.run_dir / "data", "--out", train, "--split", "random",
-                "--seed", self.args.seed]
-        if self.args.epochs:
-            argv += ["--epochs", self.args.epochs]
-        self.cli("train", "quantize", argv)
+        argv = ["train", "--data", self.run_dir / "data", "--out", train, "--model", "proposed",
+                "--split", "random", "--seed", self.args.seed, "--epochs", self.args.epochs]
+        proc = self.cli("train", "quantize", argv)
+        table = [ln for ln in proc.stdout.splitlines() if ln.startswith("|")]
+        if table:  # quantize train prints the Table 4 row beside the paper's
+            print("Table 4, proposed model (ours: simulated cohort, random split, "
+                  f"{self.args.epochs} epochs):", flush=True)
+            print("\n".join(table), flush=True)
         metrics = json.loads((train / "metrics.json").read_text())
-        self.results["offline_float"] = metrics
-        print(table4_rows(metrics), flush=True)
+        self.results["offline_float"] = {"accuracy": metrics["accuracy"], "rk": metrics["rk"]}
         return f"accuracy {metrics['accuracy']:.3f}, RK {metrics['rk']:.3f} (float model, test split)"
 
     def step_keygen(self) -> str:
         keys = self.run_dir / "keys"
-        if (keys / "signing.pub").exists():
-            return f"kept existing keys in {keys}"
-        self.cli("keygen", "quantize", ["keygen", "--out", keys / "signing"])
+        keys.mkdir(parents=True, exist_ok=True)
+        if not (keys / "signing.pub").exists():
+            self.cli("keygen", "quantize", ["keygen", "--out", keys / "signing"])
         return f"{keys / 'signing'} and {keys / 'signing.pub'}"
 
     def step_convert(self) -> str:
-        self.cli("convert", "quantize", ["convert", "--run", self.run_dir / "train"], echo=True)
-        return "int8 model written beside the float model"
+        proc = self.cli("convert", "quantize", ["convert", "--run", self.run_dir / "train", "--seed",
+                                                 self.args.seed])
+        table = [ln for ln in proc.stdout.splitlines() if ln.startswith("|") or ln.startswith("- int8")]
+        print("int8 parity (test split):", flush=True)
+        print("\n".join(table), flush=True)
+        return f"int8 model and parity table in {self.run_dir / 'train'}"
 
     def step_export(self) -> str:
         bundle = self.run_dir / "bundle" / "liftguard.lgb"
         bundle.parent.mkdir(parents=True, exist_ok=True)
         self.cli("export", "quantize", ["export", "--run", self.run_dir / "train", "--sign",
-                                         self.run_dir / "keys" / "signing", "--out", bundle])
+                                         self.run_dir / "keys" / "signing", "--out", bundle,
+                                         "--model-version", "1.0.0", "--seed", self.args.seed])
         self.results["bundle"] = str(bundle)
-        return f"{bundle} ({bundle.stat().st_size / 1024:.0f} KiB)"
+        return f"{bundle} ({bundle.stat().st_size / 1e6:.1f} MB), signed"
 
     def step_flash(self) -> str:
-        raise DemoError("step 'flash': not wired yet")
+        from host.serial_relay import SerialRelay
+
+        store = self.run_dir / "hub" / "store"
+        if store.exists():
+            shutil.rmtree(store)  # a factory-fresh hub every time
+        store.mkdir(parents=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with SerialRelay(baud=921600) as link, open(self.logs / "hub_process.log", "a") as fh:
+            hub = subprocess.Popen([self.python, "-m", "edge.hub_process", "--store", str(store), "--port",
+                                    link.hub_path, "--events", str(self.run_dir / "hub" / "manage.jsonl")],
+                                   stdout=fh, stderr=subprocess.STDOUT, env=self.env, text=True)
+            try:
+                self.say(f"      emulated hub (pid {hub.pid}) on {link.hub_path}; host side {link.host_path} "
+                         f"(921,600 baud)")
+                self.cli("flash", "host", ["provision", "--port", link.host_path, "--trust",
+                                           self.run_dir / "keys" / "signing.pub", "--hub-id", "demo-hub"])
+                t0 = time.monotonic()
+                self.cli("flash", "host", ["flash", self.run_dir / "bundle" / "liftguard.lgb", "--port",
+                                           link.host_path, "--quiet"], echo=True, timeout=900)
+                seconds = time.monotonic() - t0
+                self.cli("flash", "host", ["status", "--port", link.host_path])
+            finally:
+                hub.terminate()
+                try:
+                    hub.wait(10)
+                except subprocess.TimeoutExpired:
+                    hub.kill()
+                    hub.wait(5)
+        self.results["flash_s"] = round(seconds, 1)
+        return f"bundle 1.0.0 flashed and active in {store} ({seconds:.1f} s over the serial link)"
+
+    def _hil_report(self) -> Any:
+        if self._report is None:
+            from hil_tests.report import HilReport
+
+            self._report = HilReport(self.run_dir / "hil")
+        return self._report
+
+    def _figure(self, name: str, value: float, unit: str = "", expectation: str = "",
+                met: Any = None) -> None:
+        from hil_tests.report import Figure
+
+        self._hil_report().add_figure(Figure("quantize demo", name, float(value), unit, expectation, met))
 
     def step_replay(self) -> str:
-        raise DemoError("step 'replay': not wired yet")
+        from hil_tests.rig import (classify_offline, hub_buzz_per_trial, play, stream_from_dataset,
+                                   subset_dataset)
+        from hil_tests.scoring import buzz_agreement, match_detections
+
+        work = self.run_dir / "hil" / "replay"
+        if work.exists():
+            shutil.rmtree(work)
+        split = json.loads((self.run_dir / "train" / "split.json").read_text())
+        ids = list(split["test"])
+        if self.args.max_replay_trials:
+            ids = ids[:self.args.max_replay_trials]
+        bundle = self.run_dir / "bundle" / "liftguard.lgb"
+        trust = [self.run_dir / "keys" / "signing.pub"]
+        subset = subset_dataset(self.run_dir / "data", ids, work / "trials")
+        self.say(f"      edge classify (offline int8) on {len(ids)} test-split trials ...")
+        offline = classify_offline(bundle, trust, subset, work / "offline_detector.csv", markers="detector")
+        offline_index = classify_offline(bundle, trust, subset, work / "offline_index.csv", markers="index")
+        stream = stream_from_dataset(subset)
+        self.say(f"      replaying {stream.duration_s / 60:.0f} min of trials at {self.args.speed:g}x through the "
+                 f"rig into edge run ...")
+        result = play(stream, work / "run", bundle_store=self.run_dir / "hub" / "store",
+                      speed=self.args.speed, progress=lambda t: self.say("      " + t))
+        agreement = buzz_agreement({t: row["predicted"] for t, row in offline.items()},
+                                   hub_buzz_per_trial(result))
+        m = match_detections(stream.truth, result.detections)
+        hub_risk = {t.lift_id: d.risk for t, d in m.pairs}
+        truth = {t.lift_id: t.risk for t in stream.truth}
+        n = len(truth)
+        r = {
+            "trials": n,
+            "offline_int8_accuracy": sum(offline_index[t]["predicted"] == k for t, k in truth.items()) / n,
+            "hub_accuracy": sum(hub_risk.get(t) == k for t, k in truth.items()) / n,
+            "hub_lifts_found": len(m.pairs) / n,
+            "hub_buzzes": len(result.buzzes_s),
+            "offline_high": sum(1 for row in offline.values() if row["predicted"] == "high"),
+            "agreement": agreement.rate,
+            "disagreements": agreement.disagreements,
+            "wall_s": round(result.wall_s, 1),
+        }
+        self.results["replay"] = r
+        self._figure("test split: trials replayed", n, "trials")
+        self._figure("test split: accuracy offline (int8, edge classify)", r["offline_int8_accuracy"])
+        self._figure("test split: accuracy on the hub (int8, own lift detection)", r["hub_accuracy"])
+        self._figure("test split: hub buzz agrees with edge classify (detector markers)", agreement.rate, "",
+                     "= 1.0", agreement.rate == 1.0)
+        self._figure("test split: buzzes", r["hub_buzzes"], "buzzes")
+        return (f"{n} trials: hub accuracy {r['hub_accuracy']:.3f}, {r['hub_buzzes']} buzzes, agreement with "
+                f"edge classify {agreement.rate:.1%}")
 
     def step_shift(self) -> str:
-        raise DemoError("step 'shift': not wired yet")
+        from hil_tests.checks import score
+        from hil_tests.scoring import summarize
+        from hil_tests.rig import play, stream_from_shift
+
+        shift = self.run_dir / "shift"
+        if not (shift / "events.csv").exists():
+            self.cli("shift", "quantize", ["synth-shift", "--out", shift, "--minutes", self.args.shift_minutes,
+                                            "--seed", self.args.seed])
+        stream = stream_from_shift(shift)
+        work = self.run_dir / "hil" / "shift"
+        if work.exists():
+            shutil.rmtree(work)
+        result = play(stream, work, bundle_store=self.run_dir / "hub" / "store", speed=self.args.speed,
+                      progress=lambda t: self.say("      " + t))
+        sc = score(result)
+        rt = summarize(sc.realtime_lift_end_to_buzz_s)
+        self.results["shift"] = {
+            "minutes": self.args.shift_minutes, "lifts": sc.n_lifts, "recall": sc.recall,
+            "buzzes": len(result.buzzes_s), "false_windows_per_hour": sc.false_windows_per_hour,
+            "hub_false_buzzes_per_hour": sc.hub_false_buzzes_per_hour,
+            "model_false_buzzes_per_hour": sc.model_false_buzzes_per_hour,
+            "lift_end_to_buzz_realtime_s": rt, "wall_s": round(result.wall_s, 1)}
+        self._figure("shift: lifts played", sc.n_lifts, "lifts")
+        self._figure("shift: lift detection recall", sc.recall, "", ">= 0.98", sc.recall >= 0.98)
+        self._figure("shift: false buzzes per hour, hub (no lift there)", sc.hub_false_buzzes_per_hour, "/h")
+        self._figure("shift: false buzzes per hour, model (lift not high)", sc.model_false_buzzes_per_hour, "/h")
+        self._figure("shift: lift end to buzz, real-time equivalent, median", rt["median"], "s")
+        rep = self._hil_report()
+        rep.add_latencies("demo shift", sc.realtime_lift_end_to_buzz_s)
+        rep.add_note(f"written by quantize demo --out {self.run_dir} (seed {self.args.seed}); the full QA run "
+                     f"is make hil")
+        rep.add_outcome("quantize demo: test split and shift through the rig", "passed", result.wall_s,
+                        "the demo's rig steps ran end to end (figures below)")
+        rep.write()
+        return (f"{self.args.shift_minutes:g} min, {sc.n_lifts} lifts: recall {sc.recall:.3f}, "
+                f"{len(result.buzzes_s)} buzzes, false buzzes/h {sc.false_buzzes_per_hour:.1f}")
 
     # ------------------------------------------------------------ driver
     def unavailable(self) -> List[str]:
@@ -243,19 +374,36 @@ class Demo:
 
     def summary(self) -> str:
         """The closing summary."""
-        return json.dumps(self.results, indent=2, default=str)
-
-
-def table4_rows(metrics: dict) -> str:
-    """Table 4's proposed-model row, ours beside the paper's."""
-    ours = {"low_f1": metrics["low"]["f1"], "medium_f1": metrics["medium"]["f1"],
-            "high_f1": metrics["high"]["f1"], "accuracy": metrics["accuracy"], "rk": metrics["rk"]}
-    cols = ["low_f1", "medium_f1", "high_f1", "accuracy", "rk"]
-    head = "| Table 4, proposed model | low F | medium F | high F | accuracy | RK |"
-    lines = [head, "|---|---|---|---|---|---|",
-             "| paper (Snyder et al. 2021, real data) | " + " | ".join(f"{PAPER_PROPOSED[c]:.3f}" for c in cols) + " |",
-             "| ours (simulated cohort, random split) | " + " | ".join(f"{ours[c]:.3f}" for c in cols) + " |"]
-    return "\n".join(lines)
+        r = self.results
+        lines = ["", "LiftGuard demo summary", "======================"]
+        if "offline_float" in r:
+            lines.append(f"offline, float model (test split):   accuracy {r['offline_float']['accuracy']:.3f}, "
+                         f"RK {r['offline_float']['rk']:.3f}")
+        rp = r.get("replay")
+        if rp:
+            lines.append(f"offline, int8 (edge classify):       accuracy {rp['offline_int8_accuracy']:.3f} on "
+                         f"{rp['trials']} test-split trials")
+            lines.append(f"on the hub (int8, over the rig):     accuracy {rp['hub_accuracy']:.3f}, lifts found "
+                         f"{rp['hub_lifts_found']:.1%}, buzzes {rp['hub_buzzes']} (offline high: "
+                         f"{rp['offline_high']}), agreement {rp['agreement']:.1%}")
+        sh = r.get("shift")
+        if sh:
+            lat = sh["lift_end_to_buzz_realtime_s"]
+            lines.append(f"shift ({sh['minutes']:g} min, {sh['lifts']} lifts):        recall {sh['recall']:.3f}, "
+                         f"buzzes {sh['buzzes']}, false buzzes/h {sh['hub_false_buzzes_per_hour']:.1f} (no lift) + "
+                         f"{sh['model_false_buzzes_per_hour']:.1f} (lift not high)")
+            lines.append(f"lift end to buzz (real-time equiv.): median {lat['median']:.2f} s, p95 {lat['p95']:.2f} s, "
+                         f"n={lat['n']}")
+        if "flash_s" in r:
+            lines.append(f"flash over the serial link:          {r['flash_s']:.1f} s")
+        lines.append(f"total:                               {r.get('total_s', 0) / 60:.1f} min")
+        lines += ["", "reports:",
+                  f"  training     {self.run_dir / 'train' / 'report.md'}",
+                  f"  int8 parity  {self.run_dir / 'train' / 'parity.md'}",
+                  f"  hub (HIL)    {self.run_dir / 'hil' / 'report.md'}",
+                  f"  logs         {self.logs}/",
+                  f"  everything   {self.run_dir / 'demo.json'}"]
+        return "\n".join(lines)
 
 
 def _find_spec(module: str):
