@@ -38,7 +38,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks
 
 hil: $(STAMP)
-	$(PY) -m pytest hil_tests -m '' --hil-report runs/hil
+	rm -rf runs/hil && $(PY) -m pytest hil_tests -m '' -rA --hil-report runs/hil --hil-work runs/hil/work $(HIL_ARGS)
 
 clean:
 	rm -rf $(VENV) $(LEGACY_VENV) runs .pytest_cache

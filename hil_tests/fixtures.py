@@ -145,8 +145,8 @@ def hil_bundle(hil_options, hil_workdir) -> BundleUnderTest:
             ids = list(json.loads(Path(opts["split"]).read_text())["test"])
         return BundleUnderTest(opts["bundle"], [opts["trust"]], opts["data"], ids)
     work = hil_workdir / "model"
-    if opts["work"] is not None and (work / "bundle-1.0.0.lgb").exists() and (work / "run" / "split.json").exists():
-        # --hil-work keeps the work files between sessions: reuse the bundle built last time
+    if opts["reuse"] and (work / "bundle-1.0.0.lgb").exists() and (work / "run" / "split.json").exists():
+        # --hil-reuse with a kept --hil-work: use the bundle built last time
         split = json.loads((work / "run" / "split.json").read_text())
         _say(f"reusing the bundle built earlier in {work}")
         return BundleUnderTest(work / "bundle-1.0.0.lgb", [work / "keys" / "signing.pub"], Path(split["data"]),

@@ -61,6 +61,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="seed of every simulated cohort, shift and fault (default 8)")
     group.addoption("--hil-work", default=None, metavar="DIR",
                     help="keep the rig's work files (data, bundle, logs) here instead of a temp dir")
+    group.addoption("--hil-reuse", action="store_true",
+                    help="with --hil-work: reuse the bundle an earlier session built there (development only)")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -200,6 +202,7 @@ def hil_options(request: pytest.FixtureRequest) -> dict:
         "speed": float(opt("--hil-speed")),
         "seed": int(opt("--hil-seed")),
         "work": path("--hil-work"),
+        "reuse": bool(opt("--hil-reuse")),
     }
 
 
