@@ -341,3 +341,46 @@ def test_help_is_fast_and_imports_no_tensorflow():
             "print(s, 'tensorflow' in sys.modules, 'scipy' in sys.modules, '--bundle-store' in out.getvalue())")
     proc = subprocess.run([PY, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.stdout.split() == ["0", "False", "False", "True"], proc.stderr
+
+
+async def test_manage_port_serves_health_and_a_flash_is_taken_up_at_once(kit, tmp_path):
+    """``host status`` and ``host flash`` over a pty pair against the running daemon."""
+    from host.serial_relay import SerialRelay
+
+    from edge.daemon import Hub
+    from edge.sources.virtual import remove_bus
+    from edge.store import BundleStore
+
+    store = BundleStore(tmp_path / "store")
+    store.provision(kit.pub.read_bytes(), "hub-manage")
+    store.install(kit.bundle)
+    remove_bus("manage")
+
+    async def host(*argv):
+        proc = await asyncio.create_subprocess_exec(PY, "-m", "host", *map(str, argv), cwd=REPO,
+                                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode, out.decode(), err.decode()
+
+    with SerialRelay(baud=None) as link:
+        # reload_check_s is long: the switch below can only come from the management server's on_change
+        cfg = hub_config(tmp_path, source="virtual://manage", bundle_store=tmp_path / "store",
+                         manage_port=link.hub_path, reload_check_s=60.0, alert_outputs=["log"])
+        hub = Hub(cfg)
+        task = asyncio.get_running_loop().create_task(hub.run())
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if hub.bundle is not None:
+                break
+        status, out, err = await host("status", "--port", link.host_path, "--json")
+        assert status == 0, err
+        assert '"aligner"' in out and '"detector"' in out and '"model_version": "1.0.0"' in out
+        status, out, err = await host("flash", kit.bundle2, "--port", link.host_path, "--json")
+        assert status == 0, err
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if hub.bundle.model_version == "1.1.0":
+                break
+        assert hub.bundle.model_version == "1.1.0"
+        hub.request_stop()
+        assert await asyncio.wait_for(task, 15) == 0
