@@ -6,7 +6,8 @@ Figures recorded (``python -m benchmarks protocol``):
   from one long in-memory stream fed in 4 KiB reads (what the serial
   source's reader thread does), with the sequence check on;
 * ``protocol_decode_cpu_share_at_25hz``: the share of one core that
-  decoding a belt's 25 frames per second costs (25 / throughput);
+  decoding a belt's 25 frames per second would cost at hot-loop speed
+  (25 / throughput); a lower bound, since a frame every 40 ms runs cold;
 * ``protocol_decode_garbage_mb_per_s``: random bytes rejected per second
   (a noisy line must not eat the CPU);
 * ``protocol_encode_sample_frames_per_s``: SampleFrames encoded per second;
@@ -15,6 +16,10 @@ Figures recorded (``python -m benchmarks protocol``):
   pseudo-terminal, the ``serial://`` source's pyserial reader thread,
   decoding, scaling and the asyncio queue, until six readings per frame
   reach the consumer. Expressed also as a multiple of real time.
+* ``serial_source_cpu_share_at_25hz``: CPU time of the ``serial://``
+  source at real time (its reader thread plus the asyncio thread consuming
+  every event), from ``/proc/self/task/<tid>/stat``, over 20 s of a
+  sensor hub streaming 25 Hz; the emulator's own thread is excluded;
 * ``serial_buzz_to_sensor_hub_ms`` and ``serial_buzz_ack_ms``: median time
   from ``SerialHubSource.send_buzz`` to the emulated sensor hub having the
   Buzz (when a real one starts its motor), and to the Ack coming back,
@@ -140,6 +145,47 @@ async def _buzz_latency(n_buzzes: int = 50):
     return float(np.median(to_hub)), float(np.percentile(to_hub, 95)), float(np.median(round_trip))
 
 
+def _thread_cpu_s(tid: int) -> float:
+    """User + system CPU seconds of one thread of this process (Linux)."""
+    import os
+
+    fields = open(f"/proc/self/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _source_cpu_share(seconds: float = 20.0) -> float:
+    import threading
+
+    from edge.sources.serial_hub import SerialHubSource
+    from host.sensorhub_emulator import SensorHubEmulator
+
+    n = int(25 * (seconds + 5))
+    rng = np.random.default_rng(5)
+    emulator = SensorHubEmulator(None, rng.normal(0, 0.5, (n, 36)), 1.7e9 + np.arange(n) / 25.0,
+                                 speed=1.0).start()
+    source = SerialHubSource(f"serial://{emulator.path}?hello=2")
+    try:
+        await source.open()
+        drain = asyncio.create_task(_drain(source))
+        await asyncio.sleep(1.0)
+        reader_tid = source._thread.native_id
+        main_tid = threading.get_native_id()
+        frames0 = source.counters.get("frames", 0)
+        cpu0 = _thread_cpu_s(reader_tid) + _thread_cpu_s(main_tid)
+        t0 = time.monotonic()
+        await asyncio.sleep(seconds)
+        cpu = _thread_cpu_s(reader_tid) + _thread_cpu_s(main_tid) - cpu0
+        wall = time.monotonic() - t0
+        frames = source.counters.get("frames", 0) - frames0
+        drain.cancel()
+        if frames < 0.95 * 25 * seconds:
+            raise RuntimeError(f"only {frames} frames in {wall:.1f} s; expected about {25 * seconds:.0f}")
+        return cpu / wall * 100
+    finally:
+        await source.close()
+        emulator.stop()
+
+
 async def _drain(source) -> None:
     async for _ in source.events():
         pass
@@ -157,7 +203,8 @@ def main() -> None:
                          "best of 3")
     share = 25.0 / rate * 100
     record("protocol_decode_cpu_share_at_25hz", round(share, 4), "% of one core", "< 2 % (hub budget, all of it)",
-           share < 2.0, "25 frames/s divided by the decoder throughput above")
+           share < 2.0, "25 frames/s divided by the hot-loop decoder throughput above; frames arriving one per 40 ms "
+           "cost more (cold caches): see serial_source_cpu_share_at_25hz for the measured real-time cost")
     print("protocol: garbage throughput", file=sys.stderr, flush=True)
     garbage = _garbage_rate(4_000_000)
     record("protocol_decode_garbage_mb_per_s", round(garbage, 2), "MB/s", ">= 0.0922 (921,600 baud of noise)",
@@ -173,6 +220,11 @@ def main() -> None:
     record("serial_source_frames_per_s", round(best), "frames/s", ">= 2500 (100x real time)", best >= 2500,
            f"emulator at speed 0 on a pseudo-terminal, pyserial reader thread, decode, scale, asyncio queue; "
            f"10,000 frames = 60,000 readings; {best / 25:.0f}x real time; best of 3")
+    print("protocol: serial source CPU at real time (20 s)", file=sys.stderr, flush=True)
+    cpu_share = asyncio.run(_source_cpu_share(20.0))
+    record("serial_source_cpu_share_at_25hz", round(cpu_share, 3), "% of one core", "< 2 % (hub budget, all of it)",
+           cpu_share < 2.0, "reader thread + asyncio consumer thread CPU (/proc per-thread stat, 10 ms ticks) over "
+                            "20 s of a 25 Hz sensor hub on a pty; emulator thread excluded")
     print("protocol: buzz latency over serial (50 buzzes while streaming at real time)", file=sys.stderr, flush=True)
     median_hub, p95_hub, median_ack = asyncio.run(_buzz_latency())
     record("serial_buzz_to_sensor_hub_ms", round(median_hub, 2), "ms", "< 50 ms (median)", median_hub < 50,

@@ -434,6 +434,7 @@ class Capabilities(Message):
 
 _SAMPLE_HEAD = struct.Struct("<IQB")
 _SAMPLE_VALUES = N_SENSORS * VALUES_PER_SENSOR
+_RAW_DTYPE = np.dtype("<i2")  # as sent on the wire; numpy arithmetic handles either byte order
 SAMPLE_PAYLOAD_SIZE = _SAMPLE_HEAD.size + 2 * _SAMPLE_VALUES  # 85
 
 
@@ -483,8 +484,9 @@ class SampleFrame(Message):
         if len(payload) != SAMPLE_PAYLOAD_SIZE:
             raise _bad(f"SampleFrame: payload of {len(payload)} bytes; expected {SAMPLE_PAYLOAD_SIZE}")
         seq, t_us, mask = _SAMPLE_HEAD.unpack_from(payload, 0)
-        raw = np.frombuffer(payload, "<i2", _SAMPLE_VALUES, _SAMPLE_HEAD.size).reshape(
-            N_SENSORS, VALUES_PER_SENSOR).astype(np.int16)
+        # A read-only view (the message is immutable); native int16 on little-endian hosts.
+        raw = np.frombuffer(payload, _RAW_DTYPE, _SAMPLE_VALUES, _SAMPLE_HEAD.size).reshape(
+            N_SENSORS, VALUES_PER_SENSOR)
         return cls(seq=seq, t_us=t_us, valid_mask=mask, raw=raw)
 
     def sanitized(self) -> Tuple["SampleFrame", Optional[str]]:
@@ -495,11 +497,14 @@ class SampleFrame(Message):
             was out of range, or None.
         """
         mask = self.valid_mask
+        invalid = self.raw == RAW_INVALID
+        if not mask >> N_SENSORS and not invalid.any():  # the common case, kept cheap
+            return self, None
         problems = []
         if mask >> N_SENSORS:
             problems.append(f"valid_mask 0x{mask:02x} has bits above sensor {N_SENSORS - 1}")
             mask &= (1 << N_SENSORS) - 1
-        bad_rows = np.any(self.raw == RAW_INVALID, axis=1)
+        bad_rows = np.any(invalid, axis=1)
         for i in np.flatnonzero(bad_rows):
             if mask >> int(i) & 1:
                 problems.append(f"sensor {SENSORS[i]} marked valid but has raw value {RAW_INVALID}")

@@ -408,3 +408,35 @@ async def test_a_stalled_consumer_cannot_exhaust_memory(relay, sources):
         assert {r.seq for r in readings(events)} <= set(range(27, 31))  # only the newest survived
     finally:
         hub.close()
+
+
+async def test_any_pyserial_url_works_here_a_tcp_socket(sources):
+    """``serial://socket://HOST:PORT``: a sensor hub behind a serial-to-TCP bridge (ser2net)."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+
+    def bridge():
+        conn, _ = server.accept()
+        with conn:
+            decoder = FrameDecoder()
+            conn.settimeout(5)
+            while not any(isinstance(m, Hello) for m in decoder.feed(conn.recv(256))):
+                pass
+            conn.sendall(encode_message(Capabilities(device_id="SH-TCP", firmware_version="t"))
+                         + b"".join(encode_message(frame(seq)) for seq in range(1, 4)))
+            time.sleep(1.0)
+
+    thread = threading.Thread(target=bridge, daemon=True)
+    thread.start()
+    try:
+        source = await sources(f"serial://socket://127.0.0.1:{port}?hello=3")
+        assert source.capabilities is not None and source.capabilities.device_id == "SH-TCP"
+        events = await collect(source, lambda ev: sum(r.seq == 3 for r in readings(ev)) == 6)
+        assert sorted({r.seq for r in readings(events)}) == [1, 2, 3]
+    finally:
+        thread.join(3)
+        server.close()

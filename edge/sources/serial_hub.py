@@ -67,6 +67,9 @@ those counters with the source's own (readings, stuck, reconnects, buzzes).
 from __future__ import annotations
 
 import asyncio
+import os
+import select
+import sys
 import threading
 import time
 from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple
@@ -95,6 +98,36 @@ _OPTIONS: Dict[str, Tuple[type, Any]] = {
 }
 
 _CLOSED = object()  # end-of-stream marker in the queue
+
+#: Longest the reader sleeps without data before checking for silence and stop, s.
+_IDLE_WAKE_S = 0.1
+
+
+def _read_ready(fd: int) -> bytes:
+    """Read what a readable (non-blocking, as pyserial opens it) descriptor holds.
+
+    Raises:
+        OSError: When the device is gone (EIO on an unplugged USB port or a
+            closed pseudo-terminal, or end of file).
+    """
+    try:
+        data = os.read(fd, 65536)
+    except (BlockingIOError, InterruptedError):
+        return b""
+    if not data:
+        raise OSError(f"descriptor {fd} reports readiness to read but returned no data (device disconnected?)")
+    return data
+
+
+def _fileno(port: Any) -> Optional[int]:
+    """The port's OS descriptor when it has a selectable one (POSIX serial ports), else None."""
+    if sys.platform.startswith("win"):
+        return None
+    try:
+        fd = port.fileno()
+    except Exception:  # noqa: BLE001 - pyserial URL handlers raise various errors here
+        return None
+    return fd if isinstance(fd, int) and fd >= 0 else None
 
 
 def parse_serial_url(url: str) -> Tuple[str, Dict[str, Any]]:
@@ -184,7 +217,7 @@ class SerialHubSource(ImuSource):
         self._sensor_index = list(range(len(SENSORS)))  # frame row -> SENSORS index (or -1)
         self._scale = (ACCEL_FULL_SCALE_G, GYRO_FULL_SCALE_DPS)
         self._sensor_state = ["unknown"] * len(SENSORS)  # connected / lost / stuck / fault
-        self._last_raw: List[Optional[np.ndarray]] = [None] * len(SENSORS)
+        self._last_raw: List[Optional[bytes]] = [None] * len(SENSORS)
         self._same_count = [0] * len(SENSORS)
         self._hub_states: Tuple[int, ...] = ()
         self._last_frame_at: Optional[float] = None
@@ -401,8 +434,13 @@ class SerialHubSource(ImuSource):
                 self._emit([SourceStatus(None, "connected", f"reopened {self.port_name}", self.clock())])
                 self._write(encode_message(Hello(host_id="liftguard-hub")))
             try:
-                waiting = port.in_waiting
-                data = port.read(waiting if waiting > 0 else 1)
+                fd = _fileno(port)
+                if fd is not None:  # wait in select: one wake-up per burst, few when idle
+                    ready, _, _ = select.select([fd], [], [], _IDLE_WAKE_S)
+                    data = _read_ready(fd) if ready else b""
+                else:  # URL ports without a descriptor (socket://, rfc2217://): pyserial's timeout
+                    waiting = port.in_waiting
+                    data = port.read(waiting if waiting > 0 else 1)
             except Exception as exc:  # noqa: BLE001 - SerialException / OSError on unplug
                 if self._stop.is_set():
                     return
@@ -527,6 +565,8 @@ class SerialHubSource(ImuSource):
             t_host = now
         t_sensor = frame.t_us / 1e6
         stuck_limit = self.options["stuck"]
+        raw_bytes = frame.raw.tobytes()  # compare rows as bytes: much cheaper than numpy per row
+        row_len = len(raw_bytes) // len(SENSORS)
         for row in range(len(SENSORS)):
             i = self._sensor_index[row]
             if i < 0:
@@ -541,9 +581,8 @@ class SerialHubSource(ImuSource):
                 self._last_raw[i] = None
                 self._same_count[i] = 0
                 continue
-            raw = frame.raw[row]
-            last = self._last_raw[i]
-            if last is not None and np.array_equal(raw, last):
+            raw = raw_bytes[row * row_len:(row + 1) * row_len]
+            if raw == self._last_raw[i]:
                 self._same_count[i] += 1
             else:
                 self._same_count[i] = 1
@@ -553,7 +592,7 @@ class SerialHubSource(ImuSource):
                 if state != "stuck":
                     self._sensor_state[i] = "stuck"
                     self.count("stuck")
-                    events.append(SourceStatus(sensor, "fault", f"values stuck at {raw.tolist()} for "
+                    events.append(SourceStatus(sensor, "fault", f"values stuck at {frame.raw[row].tolist()} for "
                                                f"{self._same_count[i]} samples (limit {stuck_limit})", t_host))
             elif state != "connected":
                 self._sensor_state[i] = "connected"
