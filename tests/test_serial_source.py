@@ -275,16 +275,20 @@ async def test_lost_sensor_reported_and_recovered(relay, sources):
                  + encode_message(Status(uptime_s=1, battery_pct=40, battery_mv=3700,
                                          sensor_states=(0, 0, 0, SensorState.MISSING, 0, 0),
                                          faults=(FaultCode.IMU_NOT_FOUND,)))
-                 + encode_message(frame(3, raw + 1)))
-        events = await collect(source, lambda ev: sum(r.seq == 3 for r in readings(ev)) == 6)
+                 + encode_message(frame(3, raw + 1))
+                 + encode_message(Status(uptime_s=2, battery_pct=40, battery_mv=3700)))
+        events = await collect(source, lambda ev: sum(r.seq == 3 for r in readings(ev)) == 6
+                               and any("cleared" in s.detail for s in statuses(ev, None, "connected")))
         assert [r.sensor for r in readings(events) if r.seq == 2] == [s for s in SENSORS if s != "Back"]
         lost = statuses(events, "Back", "lost")
         assert any("validity bit cleared from sequence 2" in s.detail for s in lost)
         assert any("MISSING" in s.detail for s in lost)
         assert any("IMU_NOT_FOUND" in s.detail for s in statuses(events, "Back", "fault"))
         assert any("recovered at sequence 3" in s.detail for s in statuses(events, "Back", "connected"))
+        assert [s.detail for s in statuses(events, None, "connected") if "cleared" in s.detail] == [
+            "sensor hub fault IMU_NOT_FOUND cleared"]
         health = source.health()
-        assert health["battery_pct"] == 40 and health["faults"] == ["IMU_NOT_FOUND"]
+        assert health["battery_pct"] == 40 and health["faults"] == []
         assert health["sensors"]["Back"] == "connected"
         await source.close()
     finally:

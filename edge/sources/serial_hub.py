@@ -539,6 +539,9 @@ class SerialHubSource(ImuSource):
             if code not in previous_faults:
                 name = getattr(code, "name", f"code {int(code)}")
                 events.append(SourceStatus(None, "fault", f"sensor hub reports fault {name}", now))
+        for code in previous_faults - set(status.faults):
+            name = getattr(code, "name", f"code {int(code)}")
+            events.append(SourceStatus(None, "connected", f"sensor hub fault {name} cleared", now))
         if status.battery_pct != 0xFF and status.battery_pct <= 10 and FaultCode.LOW_BATTERY not in status.faults:
             if "low_battery_reported" not in self.counters:
                 self.count("low_battery_reported")
