@@ -513,6 +513,9 @@ def _verify(path: PathLike, trusted_keys: Sequence[PathLike], hub_sensors: Seque
         if not force:
             raise BundleError(f"{p}: bundle version {version} is older than the installed {installed_version}; "
                               f"refusing to downgrade without --force")
+    tol = _get(manifest, "golden", dict, p).get("default_kernels_tolerance_steps", GOLDEN_TOLERANCE_STEPS)
+    if isinstance(tol, bool) or not isinstance(tol, int) or not 0 <= tol <= 16:
+        raise BundleError(f"{p}: manifest golden.default_kernels_tolerance_steps is {tol!r}; expected 0 to 16")
     golden = _read_golden(contents.members[GOLDEN_MEMBER], n_classes, p)
     if check_inputs:
         check_golden_inputs(golden, recipe, float(manifest["input"]["scale"]),
@@ -566,6 +569,7 @@ class LoadedBundle:
         self.model_version: str = verified.manifest["model_version"]
         self.class_names: Tuple[str, ...] = tuple(verified.manifest["class_names"])
         self.runtime = runtime
+        self.kernels = "builtin"
         self.model_member = model_member
         self.selftest = selftest
         self.load_seconds = load_seconds
@@ -616,7 +620,8 @@ class LoadedBundle:
     def describe(self) -> Dict[str, Any]:
         """A JSON-able summary for status displays."""
         return {"path": str(self.path), "model_id": self.model_id, "model_version": self.model_version,
-                "runtime": self.runtime, "model_member": self.model_member, "key_id": self.key_id,
+                "runtime": self.runtime, "kernels": self.kernels, "model_member": self.model_member,
+                "key_id": self.key_id,
                 "load_seconds": round(self.load_seconds, 4), "golden_vectors": len(self.selftest),
                 "notes": list(self.notes)}
 
@@ -650,8 +655,9 @@ def _check_model_tensors(interpreter: Any, manifest: Dict[str, Any], member: str
                               f"zero_point={want['zero_point']} in the manifest")
 
 
-def _run_golden(interpreter: Any, golden: Golden, member: str, p: Path) -> List[Dict[str, Any]]:
-    """Run the golden inputs; each output must be within one int8 step of the expected one."""
+def _run_golden(interpreter: Any, golden: Golden, member: str, p: Path,
+                tolerance: int = GOLDEN_TOLERANCE_STEPS) -> List[Dict[str, Any]]:
+    """Run the golden inputs; each output must be within ``tolerance`` int8 steps of the expected one."""
     d_in, d_out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     report = []
     for i in range(len(golden.raw_windows)):
@@ -662,10 +668,9 @@ def _run_golden(interpreter: Any, golden: Golden, member: str, p: Path) -> List[
         ms = (time.perf_counter() - t0) * 1000.0
         want = golden.output_int8[i].astype(np.int32)
         steps = int(np.max(np.abs(got - want)))
-        if steps > GOLDEN_TOLERANCE_STEPS:
+        if steps > tolerance:
             raise BundleError(f"{p}: self-test failed: golden vector {i} gives int8 output {got.tolist()} with "
-                              f"{member}; expected {want.tolist()} within {GOLDEN_TOLERANCE_STEPS} step "
-                              f"(off by {steps})")
+                              f"{member}; expected {want.tolist()} within {tolerance} step(s) (off by {steps})")
         report.append({"vector": i, "samples": len(golden.raw_windows[i]), "output": got.tolist(),
                        "expected": want.tolist(), "max_steps": steps, "ms": round(ms, 3)})
     return report
@@ -674,7 +679,7 @@ def _run_golden(interpreter: Any, golden: Golden, member: str, p: Path) -> List[
 def load_bundle(path: PathLike, *, trusted_keys: Sequence[PathLike], hub_sensors: Sequence[str] = layout.SENSORS,
                 installed_version: Optional[str] = None, force: bool = False, num_threads: int = 1,
                 self_test: bool = True, prefer: Union[None, str, Sequence[str]] = None,
-                use_edgetpu: Optional[bool] = None) -> LoadedBundle:
+                use_edgetpu: Optional[bool] = None, kernels: str = "builtin") -> LoadedBundle:
     """Verify, load and self-test a bundle; return it only when every check passed.
 
     Args:
@@ -691,6 +696,12 @@ def load_bundle(path: PathLike, *, trusted_keys: Sequence[PathLike], hub_sensors
         use_edgetpu: When the bundle carries an Edge TPU model: ``None`` uses
             it if the delegate loads and otherwise falls back to the CPU model
             (noted in ``.notes``); ``True`` requires it; ``False`` ignores it.
+        kernels: ``"builtin"`` (default): TFLite's built-in kernels, whose
+            int8 arithmetic is identical in every runtime version, so the
+            golden outputs must match within one step. ``"default"``: the
+            runtime's default delegate (XNNPACK, faster); its rounding
+            differs, so the golden outputs must match within the
+            ``golden.default_kernels_tolerance_steps`` measured at export.
 
     Raises:
         BundleError: A failed check, in one line.
@@ -711,7 +722,7 @@ def load_bundle(path: PathLike, *, trusted_keys: Sequence[PathLike], hub_sensors
     for member in candidates:
         try:
             interpreter, runtime = make_interpreter(members[member], num_threads=num_threads, prefer=prefer,
-                                                    model_name=member)
+                                                    model_name=member, kernels=kernels)
             break
         except RuntimeMissing as exc:
             if member == EDGETPU_MEMBER and use_edgetpu is None:
@@ -723,6 +734,12 @@ def load_bundle(path: PathLike, *, trusted_keys: Sequence[PathLike], hub_sensors
     if self_test:
         check_golden_inputs(verified.golden, verified.recipe, float(verified.manifest["input"]["scale"]),
                             int(verified.manifest["input"]["zero_point"]), p)
-        report = _run_golden(interpreter, verified.golden, member, p)
-    return LoadedBundle(verified, interpreter, runtime, member, report, time.perf_counter() - t0, notes)
+        tolerance = GOLDEN_TOLERANCE_STEPS
+        if kernels != "builtin" or member == EDGETPU_MEMBER:
+            measured = verified.manifest["golden"].get("default_kernels_tolerance_steps", GOLDEN_TOLERANCE_STEPS)
+            tolerance = max(GOLDEN_TOLERANCE_STEPS, int(measured))
+        report = _run_golden(interpreter, verified.golden, member, p, tolerance)
+    loaded = LoadedBundle(verified, interpreter, runtime, member, report, time.perf_counter() - t0, notes)
+    loaded.kernels = "edgetpu" if member == EDGETPU_MEMBER else kernels
+    return loaded
 

@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
     parser.add_argument("--runtime", default=None, choices=["ai_edge_litert", "tflite_runtime", "tensorflow.lite"],
                         help="runtime to try first")
+    parser.add_argument("--kernels", default="builtin", choices=["builtin", "default"],
+                        help="builtin: reproducible int8 kernels (default); default: the runtime's XNNPACK delegate")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -68,6 +70,7 @@ def summary(loaded: Any) -> Dict[str, Any]:
         "recipe_version": loaded.recipe.version,
         "runtime": loaded.runtime,
         "runtime_version": runtime_version(loaded.runtime),
+        "kernels": getattr(loaded, "kernels", "builtin"),
         "numpy": np.__version__,
         "python": platform.python_version(),
         "model_member": loaded.model_member,
@@ -85,7 +88,8 @@ def summary_text(s: Dict[str, Any]) -> str:
     lines = [f"bundle {s['bundle']}: model {s['model_id']} version {s['model_version']} "
              f"(created {s['created']}, signed by key {s['signed_by']}, schema {s['schema_version']}, "
              f"recipe {s['recipe_version']})",
-             f"runtime {s['runtime']} {s['runtime_version']}, numpy {s['numpy']}, Python {s['python']}; "
+             f"runtime {s['runtime']} {s['runtime_version']} ({s['kernels']} kernels), numpy {s['numpy']}, "
+             f"Python {s['python']}; "
              f"model {s['model_member']}"]
     for g in s["golden"]:
         lines.append(f"  golden {g['vector']}: {g['samples']} samples -> int8 input bit-exact, output "
@@ -124,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     bundle, keys, installed = resolve(args)
     loaded = load_bundle(bundle, trusted_keys=keys, hub_sensors=parse_sensors(args.sensors),
                          installed_version=installed, force=args.force, num_threads=args.threads,
-                         self_test=True, prefer=args.runtime)
+                         self_test=True, prefer=args.runtime, kernels=args.kernels)
     s = summary(loaded)
     loaded.close()
     print(json.dumps(s, indent=2) if args.json else summary_text(s))

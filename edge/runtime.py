@@ -11,6 +11,15 @@ The hub never imports TensorFlow on its own account: it tries, in order,
 When none can be imported, :class:`edge.errors.RuntimeMissing` says what was
 tried and why each failed.
 
+Kernels: by default the interpreter uses TFLite's **built-in kernels**
+(``OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES``: no XNNPACK). Their
+integer arithmetic is the same in every runtime version (LiteRT 2.3 and
+tflite-runtime 2.14 give bit-identical int8 outputs, equal to the reference
+kernels), so a bundle's golden outputs hold on every hub. ``kernels="default"``
+lets the runtime apply its default delegate (XNNPACK: about 9x faster on x86,
+but its int8 requantization rounds differently, a few output steps apart on
+a deep model); see ``docs/bundle.md``.
+
 A model whose file name ends in ``_edgetpu.tflite`` (the output of Coral's
 ``edgetpu_compiler``) is run through the Edge TPU delegate,
 ``load_delegate('libedgetpu.so.1')``; when the library or the accelerator is
@@ -36,25 +45,31 @@ EDGETPU_LIBRARY = "libedgetpu.so.1"
 EDGETPU_SUFFIX = "_edgetpu.tflite"
 
 
-def _load_ai_edge_litert() -> Tuple[Callable[..., Any], Callable[..., Any]]:
-    from ai_edge_litert.interpreter import Interpreter, load_delegate  # type: ignore
+#: Kernel choices of :func:`make_interpreter`.
+KERNELS: Tuple[str, ...] = ("builtin", "default")
 
-    return Interpreter, load_delegate
-
-
-def _load_tflite_runtime() -> Tuple[Callable[..., Any], Callable[..., Any]]:
-    from tflite_runtime.interpreter import Interpreter, load_delegate  # type: ignore
-
-    return Interpreter, load_delegate
+_Loaded = Tuple[Callable[..., Any], Callable[..., Any], Any]
 
 
-def _load_tensorflow_lite() -> Tuple[Callable[..., Any], Callable[..., Any]]:
+def _load_ai_edge_litert() -> _Loaded:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType, load_delegate  # type: ignore
+
+    return Interpreter, load_delegate, OpResolverType
+
+
+def _load_tflite_runtime() -> _Loaded:
+    from tflite_runtime.interpreter import Interpreter, OpResolverType, load_delegate  # type: ignore
+
+    return Interpreter, load_delegate, OpResolverType
+
+
+def _load_tensorflow_lite() -> _Loaded:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     tf = importlib.import_module("tensorflow")
-    return tf.lite.Interpreter, tf.lite.experimental.load_delegate
+    return tf.lite.Interpreter, tf.lite.experimental.load_delegate, tf.lite.experimental.OpResolverType
 
 
-_LOADERS: Dict[str, Callable[[], Tuple[Callable[..., Any], Callable[..., Any]]]] = {
+_LOADERS: Dict[str, Callable[[], _Loaded]] = {
     "ai_edge_litert": _load_ai_edge_litert,
     "tflite_runtime": _load_tflite_runtime,
     "tensorflow.lite": _load_tensorflow_lite,
@@ -109,7 +124,8 @@ def runtime_version(name: str) -> str:
 
 def make_interpreter(model_path_or_bytes: Union[str, Path, bytes], *, num_threads: int = 1,
                      prefer: Union[None, str, Sequence[str]] = None,
-                     edgetpu: Optional[bool] = None, model_name: Optional[str] = None) -> Tuple[Any, str]:
+                     edgetpu: Optional[bool] = None, model_name: Optional[str] = None,
+                     kernels: str = "builtin", preserve_all_tensors: bool = False) -> Tuple[Any, str]:
     """Build an interpreter with allocated tensors from the first runtime that works.
 
     Args:
@@ -121,6 +137,11 @@ def make_interpreter(model_path_or_bytes: Union[str, Path, bytes], *, num_thread
             name (``*_edgetpu.tflite``).
         model_name: Name used for messages and the Edge TPU decision when the
             model is given as bytes.
+        kernels: ``"builtin"`` (default: TFLite's built-in kernels, no
+            default delegate; reproducible int8 arithmetic across runtime
+            versions) or ``"default"`` (the runtime's default, XNNPACK).
+        preserve_all_tensors: Keep intermediate tensors readable (debugging,
+            bias correction).
 
     Returns:
         ``(interpreter, runtime_name)``; ``allocate_tensors()`` has been called.
@@ -132,6 +153,8 @@ def make_interpreter(model_path_or_bytes: Union[str, Path, bytes], *, num_thread
     """
     from .errors import BundleError
 
+    if kernels not in KERNELS:
+        raise RuntimeMissing(f"kernels={kernels!r}; expected one of {', '.join(KERNELS)}")
     if int(num_threads) < 1:
         raise RuntimeMissing(f"num_threads={num_threads!r}; expected an integer >= 1")
     if isinstance(model_path_or_bytes, (bytes, bytearray, memoryview)):
@@ -150,7 +173,7 @@ def make_interpreter(model_path_or_bytes: Union[str, Path, bytes], *, num_thread
     tried: List[str] = []
     for runtime in _order(prefer):
         try:
-            interpreter_cls, load_delegate = _LOADERS[runtime]()
+            interpreter_cls, load_delegate, resolver = _LOADERS[runtime]()
         except Exception as exc:  # ImportError or a binary wheel that fails to load
             tried.append(f"{runtime} ({type(exc).__name__}: {exc})")
             continue
@@ -166,6 +189,10 @@ def make_interpreter(model_path_or_bytes: Union[str, Path, bytes], *, num_thread
         kwargs: Dict[str, Any] = {"num_threads": int(num_threads)}
         if delegates:
             kwargs["experimental_delegates"] = delegates
+        if kernels == "builtin":
+            kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        if preserve_all_tensors:
+            kwargs["experimental_preserve_all_tensors"] = True
         try:
             if content is not None:
                 interpreter = interpreter_cls(model_content=content, **kwargs)

@@ -316,13 +316,11 @@ def layer_mean_error(int8_bytes: bytes, reference: Any, layer_name: str, x: np.n
         ``(mean error per output channel, the tensor's scale)``, or None when
         the converted model has no tensor for the layer (e.g. folded away).
     """
-    from ai_edge_litert.interpreter import Interpreter
-
+    from edge.runtime import make_interpreter
     from edge.signal_path import quantize_int8
 
     ref = reference(x)
-    interp = Interpreter(model_content=int8_bytes, experimental_preserve_all_tensors=True)
-    interp.allocate_tensors()
+    interp, _ = make_interpreter(int8_bytes, kernels="builtin", preserve_all_tensors=True)
     detail = _find_tensor(interp.get_tensor_details(), layer_name, ref.shape[1:])
     if detail is None:
         return None
@@ -407,7 +405,8 @@ def model_ops(model_bytes: bytes) -> List[str]:
     return ops
 
 
-def tflite_probs(model_bytes: bytes, x: np.ndarray, *, num_threads: int = 1, progress: str = "") -> np.ndarray:
+def tflite_probs(model_bytes: bytes, x: np.ndarray, *, num_threads: int = 1, progress: str = "",
+                 kernels: str = "builtin") -> np.ndarray:
     """Run a ``.tflite`` model on float tensors; return float probabilities ``(N, classes)``.
 
     int8 models get their input quantized with the model's own scale and zero
@@ -416,7 +415,7 @@ def tflite_probs(model_bytes: bytes, x: np.ndarray, *, num_threads: int = 1, pro
     from edge.runtime import make_interpreter
     from edge.signal_path import dequantize_int8, quantize_int8
 
-    interpreter, _ = make_interpreter(model_bytes, num_threads=num_threads)
+    interpreter, _ = make_interpreter(model_bytes, num_threads=num_threads, kernels=kernels)
     d_in, d_out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     int8_in = np.dtype(d_in["dtype"]) == np.int8
     int8_out = np.dtype(d_out["dtype"]) == np.int8
@@ -447,8 +446,12 @@ def _metrics(y_true: np.ndarray, probs: np.ndarray) -> Dict[str, Any]:
 
 
 def parity_report(keras_probs: np.ndarray, float_probs: np.ndarray, int8_probs: np.ndarray,
-                  y_true: np.ndarray) -> Dict[str, Any]:
+                  y_true: np.ndarray, int8_default_kernels_probs: Optional[np.ndarray] = None) -> Dict[str, Any]:
     """Compare the three models on the same test tensors.
+
+    ``int8_probs`` are from TFLite's built-in kernels (what the hub runs by
+    default) and decide the targets; ``int8_default_kernels_probs`` (the
+    runtime's XNNPACK kernels), when given, are reported as an extra row.
 
     Returns:
         ``{"n_test", "models": {"keras"|"tflite_float32"|"tflite_int8": {metrics...,
@@ -458,7 +461,10 @@ def parity_report(keras_probs: np.ndarray, float_probs: np.ndarray, int8_probs: 
     y_true = np.asarray(y_true)
     keras_pred = np.argmax(keras_probs, axis=1)
     models: Dict[str, Dict[str, Any]] = {}
-    for name, probs in (("keras", keras_probs), ("tflite_float32", float_probs), ("tflite_int8", int8_probs)):
+    rows = [("keras", keras_probs), ("tflite_float32", float_probs), ("tflite_int8", int8_probs)]
+    if int8_default_kernels_probs is not None:
+        rows.append(("tflite_int8_xnnpack", int8_default_kernels_probs))
+    for name, probs in rows:
         m = _metrics(y_true, probs)
         m["agreement_with_keras"] = float(np.mean(np.argmax(probs, axis=1) == keras_pred)) if len(y_true) else 0.0
         m["max_prob_diff_vs_keras"] = float(np.max(np.abs(probs - keras_probs))) if len(y_true) else 0.0
@@ -484,6 +490,8 @@ def parity_markdown(parity: Dict[str, Any]) -> str:
 
     head = ["model", "accuracy", "RK"] + [f"F {c}" for c in CLASS_NAMES] + ["agree w/ Keras", "max |dp|"]
     lines = [f"## int8 parity on the test split ({parity['n_test']} windows)", "",
+             "tflite_int8 runs TFLite's built-in kernels, as the hub does by default; tflite_int8_xnnpack the "
+             "runtime's XNNPACK kernels (faster, rounds differently).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, m in parity["models"].items():
         row = [name, f"{m['accuracy']:.4f}", f"{m['rk']:.4f}"] + [f"{m[c]['f1']:.4f}" for c in CLASS_NAMES]
@@ -575,7 +583,9 @@ def convert_run(run_dir: Path, *, data_dir: Optional[Path] = None, n_representat
                                progress="tflite float32" if progress else "")
     int8_probs = tflite_probs(int8_bytes, test_tensors, num_threads=num_threads,
                               progress="tflite int8" if progress else "")
-    parity = parity_report(keras_probs, float_probs, int8_probs, test.labels)
+    int8_fast = tflite_probs(int8_bytes, test_tensors, num_threads=num_threads, kernels="default",
+                             progress="tflite int8 xnnpack" if progress else "")
+    parity = parity_report(keras_probs, float_probs, int8_probs, test.labels, int8_fast)
     io_info = int8_io(int8_bytes)
     ops = model_ops(int8_bytes)
     parity["int8_model"] = dict(io_info, bytes=len(int8_bytes), ops=ops,

@@ -100,14 +100,19 @@ def choose_golden_windows(windows: Sequence[np.ndarray], n: int, seed: int, wind
 def golden_vectors(model_bytes: bytes, raw_windows: Sequence[np.ndarray], recipe: Any):
     """Compute golden int8 inputs and outputs with the hub's own code path.
 
+    The expected outputs come from TFLite's built-in kernels (identical in
+    every runtime version); the largest difference the runtime's default
+    kernels (XNNPACK) show on the same inputs is returned too.
+
     Returns:
         ``(input_int8 (k,95,95,3), output_int8 (k,classes), io)`` where io holds
-        the model's input/output scales and zero points.
+        the model's input/output scales and zero points and
+        ``default_kernels_max_steps``.
     """
     from edge.runtime import make_interpreter
     from edge.signal_path import quantize_int8, tensorize
 
-    interpreter, runtime = make_interpreter(model_bytes, num_threads=1)
+    interpreter, runtime = make_interpreter(model_bytes, num_threads=1, kernels="builtin")
     d_in, d_out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     if np.dtype(d_in["dtype"]) != np.int8 or np.dtype(d_out["dtype"]) != np.int8:
         raise ConfigError(f"model input/output are {np.dtype(d_in['dtype']).name}/{np.dtype(d_out['dtype']).name}; "
@@ -115,16 +120,22 @@ def golden_vectors(model_bytes: bytes, raw_windows: Sequence[np.ndarray], recipe
     s_in, z_in = float(d_in["quantization"][0]), int(d_in["quantization"][1])
     s_out, z_out = float(d_out["quantization"][0]), int(d_out["quantization"][1])
     inputs = np.stack([quantize_int8(tensorize(w, recipe), s_in, z_in) for w in raw_windows])
-    outputs = []
-    for q in inputs:
-        interpreter.set_tensor(d_in["index"], q[np.newaxis])
-        interpreter.invoke()
-        outputs.append(np.array(interpreter.get_tensor(d_out["index"])[0], dtype=np.int8))
+    def run_all(interp: Any) -> np.ndarray:
+        got = []
+        for q in inputs:
+            interp.set_tensor(d_in["index"], q[np.newaxis])
+            interp.invoke()
+            got.append(np.array(interp.get_tensor(d_out["index"])[0], dtype=np.int8))
+        return np.stack(got)
+
+    outputs = run_all(interpreter)
+    fast, _ = make_interpreter(model_bytes, num_threads=1, kernels="default")
+    spread = int(np.max(np.abs(run_all(fast).astype(np.int32) - outputs.astype(np.int32))))
     io_info = {"input": {"shape": [int(v) for v in d_in["shape"]], "dtype": "int8", "scale": s_in, "zero_point": z_in},
                "output": {"shape": [int(v) for v in d_out["shape"]], "dtype": "int8", "scale": s_out,
                           "zero_point": z_out},
-               "runtime": runtime}
-    return inputs, np.stack(outputs), io_info
+               "runtime": runtime, "default_kernels_max_steps": spread}
+    return inputs, outputs, io_info
 
 
 def _converter_version() -> str:
@@ -173,7 +184,8 @@ def build_manifest(*, model_id: str, model_version: str, recipe: Any, io_info: D
         "output": io_info["output"],
         "metrics": metrics,
         "golden": {"file": bundle.GOLDEN_MEMBER, "count": int(golden_count),
-                   "tolerance_steps": bundle.GOLDEN_TOLERANCE_STEPS},
+                   "kernels": "builtin", "tolerance_steps": bundle.GOLDEN_TOLERANCE_STEPS,
+                   "default_kernels_tolerance_steps": int(io_info.get("default_kernels_max_steps", 0)) + 1},
         "source": source,
     }
 

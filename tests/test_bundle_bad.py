@@ -252,3 +252,11 @@ def test_store_install_keeps_the_old_bundle_when_a_new_one_is_bad(tb, keys, tmp_
     with pytest.raises(BundleError, match="unknown key"):
         store.install(bad)
     assert (store.active_path(), store.generation()) == before
+
+
+def test_implausible_golden_tolerance_is_refused(tb, keys, tmp_path):
+    def loosen(m):
+        m["golden"]["default_kernels_tolerance_steps"] = 255
+
+    p = repack(tb.bundle, tmp_path / "loose.lgb", keys["main"], manifest=loosen)
+    refused(p, tb, "golden.default_kernels_tolerance_steps is 255; expected 0 to 16")

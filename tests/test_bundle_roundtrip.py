@@ -238,3 +238,17 @@ def test_bundle_of_a_sensor_subset_run_fits_a_hub_with_only_those_sensors(tb, tm
     assert loaded.manifest["layout"]["channels"][-1] == "Thig_G_z"  # the tensor layout stays 36 channels
     with pytest.raises(BundleError, match="needs sensor\\(s\\) UArm which this hub lacks"):
         load_bundle(out, trusted_keys=[tb.pub], hub_sensors=("Side", "LtWt", "RtWt", "Back", "Thig"))
+
+
+def test_builtin_kernels_reproduce_golden_outputs_exactly(tb):
+    """Golden outputs come from the built-in kernels: the hub's default reproduces them bit for bit."""
+    from edge.bundle import load_bundle
+
+    loaded = load_bundle(tb.bundle, trusted_keys=[tb.pub])
+    assert loaded.kernels == "builtin" and all(g["max_steps"] == 0 for g in loaded.selftest)
+    tol = loaded.manifest["golden"]["default_kernels_tolerance_steps"]
+    fast = load_bundle(tb.bundle, trusted_keys=[tb.pub], kernels="default", num_threads=2)
+    assert fast.kernels == "default" and 1 <= tol <= 16
+    assert all(g["max_steps"] <= tol for g in fast.selftest)
+    status, out, err = run_cli("edge", ["selftest", "--bundle", tb.bundle, "--trust", tb.pub, "--kernels", "default"])
+    assert status == 0 and "(default kernels)" in out

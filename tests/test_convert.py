@@ -45,7 +45,7 @@ def test_parity_report_matches_an_independent_recomputation(tb):
     parity = json.loads((tb.run / "parity.json").read_text())
     split = json.loads((tb.run / "split.json").read_text())
     assert parity["n_test"] == len(split["test"])
-    assert set(parity["models"]) == {"keras", "tflite_float32", "tflite_int8"}
+    assert set(parity["models"]) == {"keras", "tflite_float32", "tflite_int8", "tflite_int8_xnnpack"}
     for m in parity["models"].values():
         for key in ("accuracy", "rk", "agreement_with_keras", "max_prob_diff_vs_keras"):
             assert key in m
@@ -57,14 +57,20 @@ def test_parity_report_matches_an_independent_recomputation(tb):
     test = load_windows(tb.data, progress=False).select(split["test"])
     x = make_tensors(test.windows, recipe, progress=False)
     keras_probs = load_model(tb.run / "model.keras").predict(x, verbose=0)
-    interp, _ = make_interpreter((tb.run / "model_int8.tflite").read_bytes())
-    d_in, d_out = interp.get_input_details()[0], interp.get_output_details()[0]
-    probs = []
-    for xi in x:
-        interp.set_tensor(d_in["index"], quantize_int8(xi[None], *d_in["quantization"]))
-        interp.invoke()
-        probs.append(dequantize_int8(interp.get_tensor(d_out["index"])[0], *d_out["quantization"]))
-    probs = np.array(probs)
+    def run(kernels):
+        interp, _ = make_interpreter((tb.run / "model_int8.tflite").read_bytes(), kernels=kernels)
+        d_in, d_out = interp.get_input_details()[0], interp.get_output_details()[0]
+        out = []
+        for xi in x:
+            interp.set_tensor(d_in["index"], quantize_int8(xi[None], *d_in["quantization"]))
+            interp.invoke()
+            out.append(dequantize_int8(interp.get_tensor(d_out["index"])[0], *d_out["quantization"]))
+        return np.array(out)
+
+    probs = run("builtin")  # the hub's default kernels decide the targets
+    fast = run("default")
+    assert parity["models"]["tflite_int8_xnnpack"]["agreement_with_keras"] == pytest.approx(
+        float(np.mean(np.argmax(fast, 1) == np.argmax(keras_probs, 1))))
     agreement = float(np.mean(np.argmax(probs, 1) == np.argmax(keras_probs, 1)))
     accuracy = float(np.mean(np.argmax(keras_probs, 1) == test.labels))
     assert parity["models"]["tflite_int8"]["agreement_with_keras"] == pytest.approx(agreement)

@@ -41,6 +41,8 @@ def test_golden_self_test_on_tflite_runtime_2_14(legacy_python, tb):
     assert s["numpy"].startswith("1.")
     assert s["selftest"] == "passed"
     assert len(s["golden"]) >= 3 and all(g["max_steps"] <= 1 for g in s["golden"])
+    # built-in kernels: the int8 arithmetic of 2.14 equals LiteRT 2.3's, bit for bit
+    assert s["kernels"] == "builtin" and all(g["max_steps"] == 0 for g in s["golden"])
     print(f"legacy self-test subprocess took {time.perf_counter() - t0:.2f} s")
 
 
@@ -86,3 +88,4 @@ def test_proposed_model_bundle_self_tests_on_tflite_runtime_2_14(legacy_python, 
     assert out.returncode == 0, out.stderr
     s = json.loads(out.stdout)
     assert s["runtime"] == "tflite_runtime" and s["selftest"] == "passed" and len(s["golden"]) == 4
+    assert all(g["max_steps"] == 0 for g in s["golden"])  # deep net too: bit-exact with the exporter's kernels
