@@ -41,7 +41,7 @@ import enum
 import json
 import struct
 import zlib
-from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, ClassVar, Dict, List, Optional, Tuple, Type
 
 import numpy as np
 from cobs import cobs

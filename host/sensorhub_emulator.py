@@ -54,16 +54,15 @@ import dataclasses
 import errno
 import os
 import select
-import sys
 import threading
 import time
 import tty
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple, Union
+from typing import Any, Dict, List, Optional, TextIO, Tuple, Union
 
 import numpy as np
 
-from edge.errors import ConfigError, LiftGuardError, SourceError
+from edge.errors import ConfigError, SourceError
 from edge.layout import ACCEL_FULL_SCALE_G, GYRO_FULL_SCALE_DPS, N_CHANNELS, SAMPLE_RATE_HZ, SENSORS
 from edge.protocol import (RAW_INVALID, Ack, Buzz, Capabilities, Fault, FaultCode, Feature, FrameDecoder,
                            Hello, Message, Nak, NakReason, SampleFrame, SensorState, Status,

@@ -75,8 +75,6 @@ import time
 from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs
 
-import numpy as np
-
 from ..errors import ConfigError, ProtocolError, SourceError
 from ..layout import ACCEL_FULL_SCALE_G, GYRO_FULL_SCALE_DPS, SENSORS
 from ..protocol import (Ack, Buzz, Capabilities, Fault, FaultCode, Feature, FrameDecoder, Hello,
