@@ -8,7 +8,9 @@ on the weights' values). For each runtime present — ``ai_edge_litert`` and
 ``tensorflow.lite`` in the main environment, ``tflite_runtime`` 2.14 in
 ``.venv-legacy`` when ``make test-legacy`` has built it — and 1 and 2
 threads, the median of 200 calls (set input, invoke, read output; after 10
-warm-up calls) is recorded.
+warm-up calls) is recorded: int8 with the built-in kernels (what the hub
+runs by default, reproducible) and with the runtime's default kernels
+(XNNPACK), float32 with the default kernels.
 
 Then a signed bundle of that int8 model is written and the time of
 :func:`edge.bundle.load_bundle` (container, signature, hashes, layout,
@@ -49,9 +51,10 @@ import json, statistics, sys, time
 import numpy as np
 from edge.runtime import make_interpreter
 out = {}
-for kind, path in (("int8", sys.argv[1]), ("float32", sys.argv[2])):
+for kind, kernels, path in (("int8", "builtin", sys.argv[1]), ("int8", "default", sys.argv[1]),
+                            ("float32", "default", sys.argv[2])):
     for threads in (1, 2):
-        interp, runtime = make_interpreter(path, num_threads=threads, prefer="tflite_runtime")
+        interp, runtime = make_interpreter(path, num_threads=threads, prefer="tflite_runtime", kernels=kernels)
         d_in, d_out = interp.get_input_details()[0], interp.get_output_details()[0]
         x = np.random.default_rng(0).integers(-128, 128, size=d_in["shape"]).astype(d_in["dtype"]) \
             if kind == "int8" else np.random.default_rng(0).normal(size=d_in["shape"]).astype(np.float32)
@@ -63,16 +66,16 @@ for kind, path in (("int8", sys.argv[1]), ("float32", sys.argv[2])):
             interp.get_tensor(d_out["index"])
             if i >= int(sys.argv[4]):
                 times.append(time.perf_counter() - t0)
-        out[f"{kind}_{threads}"] = [runtime, statistics.median(times) * 1000]
+        out[f"{kind}_{kernels}_{threads}"] = [runtime, statistics.median(times) * 1000]
 print(json.dumps(out))
 """
 
 
-def time_interpreter(model: bytes, runtime: str, threads: int, x: np.ndarray) -> float:
+def time_interpreter(model: bytes, runtime: str, threads: int, x: np.ndarray, kernels: str) -> float:
     """Median milliseconds of set_tensor + invoke + get_tensor over :data:`RUNS` calls."""
     from edge.runtime import make_interpreter
 
-    interp, got = make_interpreter(model, num_threads=threads, prefer=runtime)
+    interp, got = make_interpreter(model, num_threads=threads, prefer=runtime, kernels=kernels)
     if got != runtime:
         raise RuntimeError(f"asked for {runtime}, got {got}")
     d_in, d_out = interp.get_input_details()[0], interp.get_output_details()[0]
@@ -87,12 +90,14 @@ def time_interpreter(model: bytes, runtime: str, threads: int, x: np.ndarray) ->
     return statistics.median(times) * 1000.0
 
 
-def _record_latency(kind: str, runtime: str, threads: int, ms: float, version: str) -> None:
-    name = f"inference_{kind}_{runtime.replace('.', '_')}_{threads}t_ms"
+def _record_latency(kind: str, kernels: str, runtime: str, threads: int, ms: float, version: str) -> None:
+    name = f"inference_{kind}_{runtime.replace('.', '_')}_{kernels}_{threads}t_ms"
+    what = ("built-in kernels (the hub's default: reproducible int8)" if kernels == "builtin"
+            else "runtime default kernels (XNNPACK where it applies)")
     record(name, round(ms, 3), "ms", f"< {INFERENCE_TARGET_MS:g} ms", ms < INFERENCE_TARGET_MS,
-           f"proposed model (Table 2), {kind} TFLite, {runtime} {version}, {threads} thread(s), "
+           f"proposed model (Table 2), {kind} TFLite, {runtime} {version}, {what}, {threads} thread(s), "
            f"median of {RUNS} set+invoke+get")
-    print(f"  {kind:8s} {runtime:16s} {threads} thread(s): {ms:8.2f} ms", file=sys.stderr, flush=True)
+    print(f"  {kind:8s} {kernels:8s} {runtime:16s} {threads} thread(s): {ms:8.2f} ms", file=sys.stderr, flush=True)
 
 
 def main() -> None:
@@ -131,9 +136,11 @@ def main() -> None:
     for runtime in available_runtimes():
         version = runtime_version(runtime)
         for threads in THREADS:
-            _record_latency("int8", runtime, threads, time_interpreter(int8_bytes, runtime, threads, x_int8), version)
-            _record_latency("float32", runtime, threads,
-                            time_interpreter(float_bytes, runtime, threads, x_float), version)
+            for kernels in ("builtin", "default"):
+                _record_latency("int8", kernels, runtime, threads,
+                                time_interpreter(int8_bytes, runtime, threads, x_int8, kernels), version)
+            _record_latency("float32", "default", runtime, threads,
+                            time_interpreter(float_bytes, runtime, threads, x_float, "default"), version)
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -145,8 +152,8 @@ def main() -> None:
                                  capture_output=True, text=True, timeout=600)
             if out.returncode == 0:
                 for key, (runtime, ms) in json.loads(out.stdout).items():
-                    kind, threads = key.split("_")
-                    _record_latency(kind, runtime, int(threads), ms, "2.14.0 (legacy env, numpy 1.x)")
+                    kind, kernels, threads = key.split("_")
+                    _record_latency(kind, kernels, runtime, int(threads), ms, "2.14.0 (legacy env, numpy 1.x)")
             else:
                 print(f"bench_inference: legacy runtime failed: {out.stderr.strip().splitlines()[-1:]}",
                       file=sys.stderr)
