@@ -25,7 +25,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=5, help="cohorts (seeds 0..N-1) per kappa (default 5)")
     parser.add_argument("--subjects", type=int, default=10, help="subjects per cohort (default 10)")
     parser.add_argument("--reps", type=int, default=6, help="repetitions per zone (default 6)")
+    parser.add_argument("--step-scale", type=float, default=1.0,
+                        help="multiplier on the propensity to step toward far loads (default 1)")
     parser.add_argument("--split", default="random",
                         help="comma-separated: random (75/25, the paper) and/or subject (leave one out)")
     parser.add_argument("--workers", type=int, default=1, help="processes for simulation (default 1)")
@@ -120,8 +122,12 @@ def evaluate_proxy(trials: Sequence, seed: int, sos: np.ndarray, split: str = "r
 
 
 def calibrate(kappas: Sequence[float], seeds: int, n_subjects: int = 10, reps: int = 6, workers: int = 1,
-              progress: bool = True, splits: Sequence[str] = ("random",)) -> Dict[str, object]:
-    """Run the proxy over kappas x seeds (x splits); returns per-run results and summaries."""
+              progress: bool = True, splits: Sequence[str] = ("random",),
+              base_options: Optional[Dict[str, object]] = None) -> Dict[str, object]:
+    """Run the proxy over kappas x seeds (x splits); returns per-run results and summaries.
+
+    ``base_options`` are other :class:`SimOptions` fields held fixed (e.g. ``step_scale``).
+    """
     from quantize.filter_design import design_bandpass
 
     from .options import SimOptions
@@ -132,7 +138,8 @@ def calibrate(kappas: Sequence[float], seeds: int, n_subjects: int = 10, reps: i
     for k in kappas:
         for seed in range(seeds):
             t0 = time.perf_counter()
-            trials = list(generate_cohort(n_subjects, reps, seed, SimOptions(difficulty=k), workers=workers))
+            opts = SimOptions(difficulty=k, **(base_options or {}))
+            trials = list(generate_cohort(n_subjects, reps, seed, opts, workers=workers))
             for split in splits:
                 res = evaluate_proxy(trials, seed, sos, split)
                 res.update(kappa=k, seed=seed)
@@ -144,7 +151,8 @@ def calibrate(kappas: Sequence[float], seeds: int, n_subjects: int = 10, reps: i
                           file=sys.stderr)
     return {"proxy": "logistic regression (C=0.1) on 216 statistics of the filtered, standardised lift window",
             "splits": {"random": "random 75/25 per seed", "subject": "leave one subject out, pooled"},
-            "cohort": {"subjects": n_subjects, "reps": reps}, "runs": runs, "summary": summarize(runs)}
+            "cohort": {"subjects": n_subjects, "reps": reps}, "options": dict(base_options or {}),
+            "runs": runs, "summary": summarize(runs)}
 
 
 def summarize(runs: Sequence[Dict[str, object]]) -> List[Dict[str, object]]:
@@ -302,7 +310,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.skip_calibration:
-        result = calibrate(kappas, args.seeds, args.subjects, args.reps, max(1, args.workers), splits=splits)
+        result = calibrate(kappas, args.seeds, args.subjects, args.reps, max(1, args.workers), splits=splits,
+                           base_options={"step_scale": args.step_scale})
         (out / "calibration.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         md = summary_markdown(result)
         (out / "calibration.md").write_text(md, encoding="utf-8")

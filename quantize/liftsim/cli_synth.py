@@ -42,6 +42,8 @@ def add_options_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ideal sensors: no bias, scale, cross-axis, noise or quantisation")
     parser.add_argument("--no-artefacts", action="store_true",
                         help="no transients, heel strikes, tremor or soft-tissue motion")
+    parser.add_argument("--step-scale", type=float, default=d.step_scale,
+                        help=f"multiplier on the propensity to step toward far loads (default {d.step_scale:g})")
     parser.add_argument("--midpoints", action="store_true", help="every origin on its zone's target point")
 
 
@@ -53,7 +55,7 @@ def options_from_args(args: argparse.Namespace):
                       left_handed_share=args.left_handed_share, dropout_rate=args.dropout_rate,
                       dropout_mean_ms=args.dropout_mean_ms, clock_offset_ms=args.clock_offset_ms,
                       mount_error_scale=args.mount_error_scale, sensor_errors=not args.no_sensor_errors,
-                      artefacts=not args.no_artefacts, midpoints=args.midpoints)
+                      artefacts=not args.no_artefacts, midpoints=args.midpoints, step_scale=args.step_scale)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

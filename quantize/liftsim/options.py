@@ -35,6 +35,8 @@ class SimOptions:
             strikes, tremor and soft-tissue motion.
         midpoints: Put every origin on its zone's target point (sanity runs).
         atypical_share: Share of atypical trials (kneeling or pure stoop).
+        step_scale: Multiplier on each subject's propensity to step toward
+            extended-column loads (spec: 0.5 Beta(1, 3), mean 0.125).
     """
 
     difficulty: float = 1.0
@@ -48,6 +50,7 @@ class SimOptions:
     artefacts: bool = True
     midpoints: bool = False
     atypical_share: float = 0.03
+    step_scale: float = 1.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -59,6 +62,7 @@ class SimOptions:
             ("clock_offset_ms", self.clock_offset_ms, 0.0, 1000.0),
             ("mount_error_scale", self.mount_error_scale, 0.0, 10.0),
             ("atypical_share", self.atypical_share, 0.0, 1.0),
+            ("step_scale", self.step_scale, 0.0, 8.0),
         ]
         for name, value, lo, hi in checks:
             if not (lo <= float(value) <= hi):

@@ -74,7 +74,7 @@ def make_subject(seed: int, index: int, options: SimOptions = SimOptions()) -> S
     kg clipped to [50, 140]; segment factors N(1, 0.03); squat index
     0.5 + kappa (Beta(2, 2) - 0.5); rho 0.55 + kappa U(-0.1, 0.1); w_t LN(0, 0.3 kappa);
     elbow preference N(15, 8 kappa) deg; pronation N(60, 15 kappa) deg; foot
-    offset N(0, 4 kappa) cm; step propensity min(1, kappa 0.5 Beta(1, 3));
+    offset N(0, 4 kappa) cm; step propensity min(1, kappa step_scale 0.5 Beta(1, 3));
     speed LN(0, 0.15); tremor N(8, 1) Hz clipped to [6, 11] (postural hand tremor peaks
     near 7 Hz, Arch Neurol 1982 normative study / 6-12 Hz, Lakie et al. 2015).
     """
@@ -95,7 +95,7 @@ def make_subject(seed: int, index: int, options: SimOptions = SimOptions()) -> S
     speed = float(rng.lognormal(0.0, 0.15))
     pronation = float(rng.normal(60.0, 15.0 * k) * _D)
     foot_offset = float(rng.normal(0.0, 0.04 * k))
-    step_propensity = float(min(1.0, k * 0.5 * rng.beta(1, 3)))
+    step_propensity = float(min(1.0, k * options.step_scale * 0.5 * rng.beta(1, 3)))
     tremor_hz = float(np.clip(rng.normal(8.0, 1.0), 6.0, 11.0))
     errors = draw_hardware_errors(rng, options)
     return Subject(f"S{index + 1:02d}", int(index), sex, float(stature), mass, left_handed, dims, style,
