@@ -133,6 +133,10 @@ def export_version(but: BundleUnderTest, version: str, work: Path) -> Path:
 def hil_bundle(hil_options, hil_workdir) -> BundleUnderTest:
     """The bundle under test (``--bundle``/``--trust``/``--data``, or built once per session)."""
     opts = hil_options
+    if opts["hub_port"]:
+        raise RigError(f"--hub-port {opts['hub_port']}: these scenarios start the hub under test on this machine; "
+                       f"driving a hub on another board (events over `host logs`, no shared clock) is not "
+                       f"implemented yet. Use --rig-port to play into a real serial port instead.")
     if opts["bundle"] is not None:
         if not opts["trust"]:
             raise RigError("--bundle needs --trust KEY.pub (the key that signed it)")
