@@ -146,6 +146,7 @@ def test_url_forms_and_defaults():
     ("serial:///dev/x?stuck=1", "stuck=1"),
     ("serial:///dev/x?clock=gps", "clock='gps'"),
     ("serial:///dev/x?silence=-1", "silence=-1"),
+    ("serial:///dev/x?retry_open=2", "retry_open=2"),
     ("ble://x", "expected serial://"),
 ])
 def test_bad_urls_are_refused_with_clear_messages(url, words):
@@ -444,3 +445,21 @@ async def test_any_pyserial_url_works_here_a_tcp_socket(sources):
     finally:
         thread.join(3)
         server.close()
+
+
+async def test_retry_open_waits_for_a_belt_plugged_in_later(tmp_path, sources):
+    link = tmp_path / "ttyLATE"
+    source = await sources(f"serial://{link}?retry_open=1&backoff=0.02&backoff_max=0.05&hello=1")
+    assert source.state == "lost"
+    samples, timestamps = np.zeros((50, 36)), 1.7e9 + np.arange(50) / 25.0
+    samples[:, 2::6] = 1.0
+    emulator = SensorHubEmulator(None, samples, timestamps, speed=5.0, pty_link=link)
+    try:
+        await asyncio.sleep(0.2)
+        emulator.start()
+        events = await collect(source, lambda ev: sum(r.seq == 20 for r in readings(ev)) == 6)
+        states = [s.state for s in statuses(events, None)]
+        assert states[0] == "lost" and "reconnecting" in states and "connected" in states
+        assert all(r.values[2] == 1.0 for r in readings(events))
+    finally:
+        emulator.stop()

@@ -41,6 +41,12 @@ Options (query string):
     than real time looks like real time to the aligner (tests, rigs).
 ``buzz_ack``
     Seconds :meth:`SerialHubSource.send_buzz` waits for the Ack (default 0.5).
+``retry_open``
+    ``0`` (default): :meth:`SerialHubSource.open` fails at once with a
+    :class:`~edge.errors.SourceError` when the port cannot be opened (a
+    mistyped path is reported, not waited for). ``1``: it reports the link
+    ``lost`` and keeps trying in the background with the backoff above, for
+    a hub that may boot before its sensor belt is plugged in.
 ``queue``
     Most events waiting for the consumer (default 100000, over an hour of
     readings at 25 Hz); beyond it the oldest are dropped and counted
@@ -93,6 +99,7 @@ _OPTIONS: Dict[str, Tuple[type, Any]] = {
     "clock": (str, "host"),
     "buzz_ack": (float, 0.5),
     "queue": (int, 100_000),
+    "retry_open": (int, 0),
 }
 
 _CLOSED = object()  # end-of-stream marker in the queue
@@ -164,6 +171,8 @@ def parse_serial_url(url: str) -> Tuple[str, Dict[str, Any]]:
     for key in ("hello", "silence", "backoff", "backoff_max", "buzz_ack"):
         if options[key] <= 0:
             raise ConfigError(f"source URL {url!r}: {key}={options[key]:g}; expected a positive number of seconds")
+    if options["retry_open"] not in (0, 1):
+        raise ConfigError(f"source URL {url!r}: retry_open={options['retry_open']}; expected 0 or 1")
     if options["queue"] < 10:
         raise ConfigError(f"source URL {url!r}: queue={options['queue']}; expected at least 10 events")
     if options["stuck"] < 2:
@@ -245,13 +254,21 @@ class SerialHubSource(ImuSource):
         try:
             port = await self._loop.run_in_executor(None, self._open_port)
         except Exception as exc:  # pyserial raises SerialException/OSError/ValueError
-            raise SourceError(f"serial source {self.port_name!r}: cannot open: {exc}") from None
-        self._port = port
-        self.state = "connected"
-        self._emit([SourceStatus(None, "connected", f"opened {self.port_name} at {self.options['baud']} baud",
-                                 self.clock())])
+            if not self.options["retry_open"]:
+                raise SourceError(f"serial source {self.port_name!r}: cannot open: {exc}") from None
+            port = None
+            self.state = "lost"
+            self.count("link_lost")
+            self._emit([SourceStatus(None, "lost", f"cannot open {self.port_name} ({exc}); retrying", self.clock())])
+        if port is not None:
+            self._port = port
+            self.state = "connected"
+            self._emit([SourceStatus(None, "connected", f"opened {self.port_name} at {self.options['baud']} baud",
+                                     self.clock())])
         self._thread = threading.Thread(target=self._reader, name=f"serial-hub {self.port_name}", daemon=True)
         self._thread.start()
+        if port is None:
+            return
         self._write(encode_message(Hello(host_id="liftguard-hub")))
         wait = min(timeout, self.options["hello"])
         got = await self._loop.run_in_executor(None, self._caps_event.wait, wait)
