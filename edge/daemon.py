@@ -126,6 +126,8 @@ class Hub:
         self.sensor_state: Dict[str, str] = {}
         self._stopping: Optional[asyncio.Event] = None
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="classify")
+        # one writer thread: lift lines reach the log in the order the lifts were classified
+        self._log_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="event-log")
         self._pending: set = set()
         self._manager: Any = None
         self._t_event: Optional[float] = None
@@ -290,7 +292,7 @@ class Hub:
             fields = {k: v for k, v in record.items() if k not in ("t_arrival", "t_alert")}
             fields["health"] = self.sensor_health()
             try:
-                await loop.run_in_executor(None, lambda: self.events.lift(window=win.window, **fields))
+                await loop.run_in_executor(self._log_executor, lambda: self.events.lift(window=win.window, **fields))
             except OSError as exc:
                 LOG.error("event log write failed: %s", exc)
         for cb in list(self.on_lift):
@@ -436,6 +438,7 @@ class Hub:
             if self.alerts is not None:
                 self.alerts.close()
             self._event("stop", counts=dict(self.counts), health=self.sensor_health())
+            self._log_executor.shutdown(wait=True)
             self.events.close()
             self._executor.shutdown(wait=True)
             LOG.info("stopped: %d lifts, %d buzzes, %d skipped", self.counts["lifts"], self.counts["buzzes"],
