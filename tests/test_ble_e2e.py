@@ -1,6 +1,6 @@
 """End to end over BLE: the hub (``edge.daemon.Hub``) fed by six emulated BLE
 IMUs through ``BleImuSource`` finds the lifts, classifies them with a real
-signed int8 bundle and buzzes a gpiozero MockFactory pin on high risk only.
+signed int8 bundle and buzzes a gpiozero MockFactory pin on each lift decided high.
 
 Slow (builds the bundle kit of ``test_daemon.py``, about 25 s, then streams
 two trials in real time, about 25 s): run with ``pytest -m slow
