@@ -384,3 +384,68 @@ async def test_manage_port_serves_health_and_a_flash_is_taken_up_at_once(kit, tm
         assert hub.bundle.model_version == "1.1.0"
         hub.request_stop()
         assert await asyncio.wait_for(task, 15) == 0
+
+
+async def test_over_the_serial_protocol_the_buzz_command_reaches_the_sensor_hub(kit, tmp_path):
+    """The sensor-hub emulator plays a high- and a low-risk trial over a pty; the hub buzzes it back."""
+    from host.sensorhub_emulator import SensorHubEmulator, load_recording
+
+    from edge.daemon import Hub
+
+    # the clearest cases, so the int16 rounding on the wire cannot flip a verdict
+    high = max((r for r in kit.offline if r["risk"] == "high" and r["predicted"] == "high"), key=lambda r: r["p_high"])
+    low = min((r for r in kit.offline if r["risk"] == "low" and r["predicted"] != "high"), key=lambda r: r["p_high"])
+    data = subset(kit, tmp_path, [high["trial_id"], low["trial_id"]])
+    samples, stamps = load_recording(data, gap_s=3.0)
+    link = tmp_path / "ttyHUB"
+    emulator = SensorHubEmulator(None, samples, stamps, speed=8.0, pty_link=link, status_interval_s=0.0).start()
+    factory = MockFactory()
+    cfg = hub_config(tmp_path, source=f"serial://{link}?clock=device&hello=2", bundle=kit.bundle, trust=[kit.pub],
+                     alert_outputs=["hub", "gpio:17"])
+    hub = Hub(cfg, pin_factory=factory)
+    task = asyncio.get_running_loop().create_task(hub.run())
+    try:
+        done = await asyncio.get_running_loop().run_in_executor(None, emulator.wait, 60)
+        assert done
+        await asyncio.sleep(1.0)  # the last window and its buzz
+    finally:
+        hub.request_stop()
+        await asyncio.wait_for(task, 15)
+        emulator.stop()
+    assert [lift["risk"] for lift in hub.lifts] == ["high", low["predicted"]]
+    # the samples crossed the wire as int16: the verdicts agree closely with the offline ones
+    assert hub.lifts[0]["probs"]["high"] == pytest.approx(high["p_high"], abs=0.1)
+    buzzes = emulator.buzz_log
+    assert [tuple(pattern) for _, pattern in buzzes] == [tuple(HIGH)]
+    assert hub.alerts.outputs[0].describe()["sent"] == 1
+    assert [s.state for s in factory.pin(17).states][:2] == [False, True]
+
+
+def test_event_log_rotates_by_size_and_keeps_raw_windows_only_when_asked(tmp_path):
+    from edge.event_log import EventLog, read_events
+
+    path = tmp_path / "ev.jsonl"
+    log = EventLog(path, max_bytes=2048, backups=3, keep_raw=False)
+    window = np.arange(72, dtype=float).reshape(2, 36)
+    for i in range(40):
+        log.lift(risk="low", probs={"low": 0.9, "medium": 0.05, "high": 0.05}, model_id="m", model_version="1.0.0",
+                 latency_ms=1.0, lift={"n": i}, health={"Back": "live"}, buzzed=False, window=window)
+    log.close()
+    rotated = sorted(p.name for p in tmp_path.glob("ev.jsonl.*"))
+    assert rotated == ["ev.jsonl.1", "ev.jsonl.2", "ev.jsonl.3"]
+    assert all(p.stat().st_size <= 2048 for p in tmp_path.glob("ev.jsonl*"))
+    events = read_events(path)
+    ns = [e["lift"]["n"] for e in events]
+    assert ns == list(range(40 - len(ns), 40))  # oldest kept first, newest last, none lost in between
+    assert all("window" not in e for e in events)
+    assert {"time", "risk", "probs", "model_version", "latency_ms", "health"} <= set(events[0])
+    raw = EventLog(tmp_path / "raw.jsonl", keep_raw=True)
+    raw.lift(risk="high", probs={}, model_id="m", model_version="1", latency_ms=1.0, lift={}, health={},
+             buzzed=True, window=window)
+    raw.close()
+    assert read_events(tmp_path / "raw.jsonl")[0]["window"] == window.tolist()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"type": "start"}\nnot json\n')
+    with pytest.raises(ConfigError) as err:
+        read_events(bad)
+    assert "bad.jsonl, line 2: not JSON" in str(err.value)
