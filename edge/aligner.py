@@ -48,7 +48,9 @@ Lost sensors and outages
 
 Counters (per sensor, in :meth:`Aligner.health`): readings, out_of_order
 (a time stamp not after the previous one: repeats and reordering), late,
-gap_rows, lost events.
+gap_rows, lost events, clock_restart (a time stamp more than
+``clock_restart_s`` behind the previous one: the sensor rebooted without
+falling silent long enough to be lost; its offset is estimated afresh).
 """
 
 from __future__ import annotations
@@ -129,6 +131,8 @@ class AlignerSettings:
         gap_factor: Samples further apart than this many periods are a gap.
         gap_policy: ``"hold"`` or ``"nan"`` (see the module docstring).
         offset_window_s: Window of the clock-offset minimum.
+        clock_restart_s: A time stamp this far behind the previous one is a
+            restarted sensor clock (offset estimated afresh), not a reordering.
     """
 
     rate_hz: float = SAMPLE_RATE_HZ
@@ -137,9 +141,10 @@ class AlignerSettings:
     gap_factor: float = 1.6
     gap_policy: str = "hold"
     offset_window_s: float = 10.0
+    clock_restart_s: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("rate_hz", "max_delay_s", "lost_after_s", "gap_factor", "offset_window_s"):
+        for name in ("rate_hz", "max_delay_s", "lost_after_s", "gap_factor", "offset_window_s", "clock_restart_s"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"aligner.{name} = {value!r}; expected a positive number")
@@ -237,9 +242,18 @@ class Aligner:
         if reading.t_host > self.now:
             self._advance(reading.t_host, out)
         s.counters["readings"] += 1
+        restarted = False
         if s.last_t_sensor is not None and reading.t_sensor <= s.last_t_sensor and s.live:
-            s.counters["out_of_order"] += 1
-            return out
+            if reading.t_sensor < s.last_t_sensor - self.settings.clock_restart_s:
+                # the sensor's clock went far back (it rebooted without a silence): start it afresh
+                s.counters["clock_restart"] += 1
+                restarted = True
+            else:
+                s.counters["out_of_order"] += 1
+                return out
+        if restarted:
+            s.offset = _OffsetEstimator(self.settings.offset_window_s)
+            s.hist = [h for h in s.hist if h[0] <= (self.last_emitted or -math.inf)][-1:]
         if not s.live:
             s.offset = _OffsetEstimator(self.settings.offset_window_s)
             s.hist = []

@@ -228,3 +228,24 @@ def test_bad_settings_are_refused_with_a_clear_message(kwargs, words):
     with pytest.raises(ConfigError) as err:
         AlignerSettings(**kwargs)
     assert words in str(err.value)
+
+
+def test_a_sensor_clock_that_restarts_is_followed_not_dropped():
+    """A sensor reboots quickly: its clock jumps back 100 s without a silence long enough to be lost."""
+    n = 200
+    x = recording(n, seed=7)
+    readings = []
+    for k in range(n):
+        for j, s in enumerate(SENSORS):
+            t_sensor = k * DT - (100.0 if (s == "UArm" and k >= 80) else 0.0)
+            readings.append(SensorReading(s, k, t_sensor, 5.0 + k * DT, x[k, 6 * j:6 * j + 6]))
+    aligner = Aligner()
+    rows, _ = run(aligner, readings)
+    assert len(rows) == n
+    assert aligner.health()["sensors"]["UArm"]["clock_restart"] == 1
+    assert aligner.health()["sensors"]["UArm"].get("out_of_order", 0) == 0
+    uarm = SENSORS.index("UArm")
+    valid = np.array([r.valid for r in rows])
+    assert valid[:, uarm].sum() >= n - 2
+    values = np.array([r.values for r in rows])
+    assert np.array_equal(values[90:, 24:30], x[90:, 24:30].astype(np.float64))
