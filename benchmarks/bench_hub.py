@@ -20,7 +20,7 @@ Figures recorded (``python -m benchmarks hub``):
     In process, the shift replayed at 2x real time with a gpiozero mock pin
     that stamps ``time.monotonic()`` on every change: the median time from
     the arrival of a lift window's last sample to the pin going high (every
-    lift buzzes in this run: ``levels = low, medium, high``).
+    lift buzzes in this run: ``levels = low, medium, high``, and low gets a short pattern).
 
 The model: ``LIFTGUARD_BENCH_BUNDLE`` and ``LIFTGUARD_BENCH_TRUST`` point at a
 real bundle and its public key; otherwise the tiny bundle of the tests
@@ -177,10 +177,11 @@ def bench_latency(shift: Path, bundle: Path, key: Path, what: str, tmp: Path, se
 
     factory = MockFactory(pin_class=StampedPin)
     cfg = HubConfig(source=f"replay://{shift}?speed=2", bundle=bundle, trust=[key], events=tmp / "lat.jsonl",
-                    alert_outputs=["gpio:17"], alert_levels=["low", "medium", "high"])
+                    alert_outputs=["gpio:17"], alert_levels=["low", "medium", "high"],
+                    alert_patterns={"low": [60], "medium": [120], "high": [400, 150, 400, 150, 400]})
     hub = Hub(cfg, pin_factory=factory)
     arrivals = []
-    hub.on_lift.append(lambda rec: arrivals.append(rec["t_arrival"]))
+    hub.on_lift.append(lambda rec: arrivals.append(rec["t_arrival"]) if rec["t_alert"] is not None else None)
     asyncio.run(hub.run(duration=seconds))
     pin = factory.pin(17)
     rises = pin.__dict__.get("rises", [])
