@@ -49,7 +49,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import layout
-from .errors import BundleError, LiftGuardError, RuntimeMissing, TensorError
+from .errors import BundleError, RuntimeMissing, TensorError
 
 #: Manifest schema version written by this code.
 SCHEMA_VERSION = 1
@@ -71,6 +71,9 @@ GOLDEN_MEMBER = "golden.npz"
 
 #: Largest member accepted, bytes (guards against zip bombs).
 MAX_MEMBER_BYTES = 64 * 1024 * 1024
+
+#: Most members a bundle may have (it has 4 or 5).
+MAX_MEMBERS = 16
 
 #: Golden outputs may differ from the expected ones by this many int8 steps.
 GOLDEN_TOLERANCE_STEPS = 1
@@ -257,6 +260,8 @@ def read_bundle(path: PathLike) -> BundleContents:
     try:
         with zipfile.ZipFile(p) as zf:
             infos = zf.infolist()
+            if len(infos) > MAX_MEMBERS:
+                raise BundleError(f"{p}: has {len(infos)} members; a bundle has at most {MAX_MEMBERS}")
             names = [i.filename for i in infos]
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
