@@ -131,6 +131,21 @@ def bench_replay_speed(shift: Path, bundle: Path, key: Path, what: str, tmp: Pat
             f"classified, {what}); process wall time incl. start-up {wall:.1f} s")
     _log(note)
     record("hub_replay_speed", round(speed, 1), "x real time", ">= 100", speed >= 100, note)
+    if os.environ.get("LIFTGUARD_BENCH_BUNDLE"):
+        # what the false windows cost with a real model: those it calls high buzz the worker for nothing
+        from edge.lift_detector import match_lifts
+
+        with (shift / "events.csv").open() as fh:
+            truth = [(int(e["start"]), int(e["end"])) for e in csv.DictReader(fh) if e["kind"] == "lift"]
+        found = [e for e in lines if e["type"] == "lift"]
+        r = match_lifts([(e["lift"]["start"], e["lift"]["end"]) for e in found], truth)
+        matched = {d for _, d in r["matches"]}
+        false_high = sum(1 for j, e in enumerate(found) if j not in matched and e["risk"] == "high")
+        hours = duration / 3600.0
+        note = (f"false windows classified high by {what}: {false_high} of {r['false']} in a {duration / 60:.0f}-min "
+                f"shift (edge run, replay speed=0)")
+        _log(note)
+        record("hub_false_buzzes_per_hour", round(false_high / hours, 1), "1/h", None, None, note)
 
 
 def bench_realtime(shift: Path, bundle: Path, key: Path, what: str, tmp: Path, seconds: float = 60.0) -> None:
