@@ -511,7 +511,8 @@ def play(stream: Stream, workdir: Path, *, bundle: Optional[Path] = None, trust:
             if time.monotonic() > deadline:
                 raise RigError(f"playback of {stream.name} not finished within {limit:.0f} s "
                                f"(position {emu.position} of {emu.n}); hub log: {tail(hub.log_path, 3)}")
-            hub.check_alive() if restarted else None
+            if restarted:
+                hub.check_alive()
             pos = emu.position
             rel = stream.rel(pos) if pos >= 0 else -1.0
             if not restarted and rel >= restart_at_s:
