@@ -33,7 +33,9 @@ Example (every key optional; shown with its default where it has one)::
     gap_policy = "hold"          # or "nan"
 
     [detector]                   # see edge.lift_detector.DetectorSettings
-    on_threshold = 60.0
+    on_threshold = 90.0          # deg/s, summed gyroscope magnitude
+    off_threshold = 40.0
+    min_duration_s = 4.0
     ...
 
 Relative paths in the file are relative to the file's folder. Unknown
