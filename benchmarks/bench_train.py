@@ -1,5 +1,8 @@
 """Benchmark: train the proposed model on 540 trials (the paper's 75 % of 720) until early stopping.
 
+The epoch cap is 200 (``$LIFTGUARD_BENCH_EPOCHS`` overrides it; the note says
+whether the run stopped early or hit the cap).
+
 Figures recorded through :func:`benchmarks.harness.record`:
 
 * ``train_proposed_540_s`` -- wall time of ``model.fit`` (early stopping on
@@ -26,7 +29,8 @@ from pathlib import Path
 from benchmarks.harness import record
 
 TARGET_S = 300.0
-MAX_EPOCHS = 200
+#: Epoch cap (early stopping normally ends sooner); ``$LIFTGUARD_BENCH_EPOCHS`` overrides it.
+MAX_EPOCHS = int(os.environ.get("LIFTGUARD_BENCH_EPOCHS", "200"))
 
 
 def ensure_data() -> Path:
@@ -60,8 +64,9 @@ def main() -> None:
     wall = time.perf_counter() - t0
     load_after = os.getloadavg()[0]
     metrics = compute_metrics(prep.y_test, predict(model, prep.x_test).argmax(axis=1))
+    how = "early stop" if res["epochs_run"] < MAX_EPOCHS else "the cap, no early stop"
     note = (f"proposed model, {n_train} training trials, random split seed 0, batch 32, {res['epochs_run']} epochs "
-            f"to early stop (cap {MAX_EPOCHS}); 1-min load average {load_before:.1f} before, {load_after:.1f} after")
+            f"({how}; cap {MAX_EPOCHS}); 1-min load average {load_before:.1f} before, {load_after:.1f} after")
     record("train_proposed_540_s", round(wall, 1), "s", f"< {TARGET_S:.0f} s", wall < TARGET_S, note)
     record("train_proposed_540_s_per_epoch", round(res["seconds_per_epoch"], 2), "s", "about 2.4 s idle", None, note)
     record("train_proposed_540_accuracy", round(metrics["accuracy"], 3), "fraction", None, None,
