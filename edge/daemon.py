@@ -123,7 +123,6 @@ class Hub:
         self.started = time.monotonic()
         self.lifts: List[Dict[str, Any]] = []
         self.counts: Dict[str, int] = {"lifts": 0, "skipped": 0, "buzzes": 0, "outages": 0}
-        self.sensor_state: Dict[str, str] = {}
         self._stopping: Optional[asyncio.Event] = None
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="classify")
         # one writer thread: lift lines reach the log in the order the lifts were classified
