@@ -228,6 +228,27 @@ def representative_sample(train_tensors: np.ndarray, n: int, seed: int) -> np.nd
     return np.asarray(train_tensors[idx], dtype=np.float32)
 
 
+#: Keras layer types whose full-integer conversion crashes TensorFlow 2.21's converter.
+UNSUPPORTED_INT8_LAYERS = ("LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional")
+
+
+def check_int8_convertible(model: Any) -> None:
+    """Refuse models the int8 converter cannot handle, before it crashes the process.
+
+    TensorFlow 2.21's full-integer converter dies with a segmentation fault
+    (no Python exception) on the ``cnn_lstm`` model's LSTM layers, so such
+    models are refused up front with a clear message.
+
+    Raises:
+        ConfigError: Naming the first unsupported layer.
+    """
+    for layer in model.layers:
+        if type(layer).__name__ in UNSUPPORTED_INT8_LAYERS:
+            raise ConfigError(f"model {model.name!r} has a {type(layer).__name__} layer ({layer.name!r}); TensorFlow's "
+                              f"full-integer int8 converter crashes on recurrent layers, so only the CNN models "
+                              f"(proposed, maxpool, cnn, mlp) can be converted and bundled")
+
+
 def convert_int8(model: Any, representative: np.ndarray) -> bytes:
     """Full-integer post-training quantization with int8 input and output.
 
@@ -240,6 +261,8 @@ def convert_int8(model: Any, representative: np.ndarray) -> bytes:
         The ``.tflite`` bytes.
     """
     import tensorflow as tf
+
+    check_int8_convertible(model)
 
     def dataset() -> Iterator[List[np.ndarray]]:
         for i in range(len(representative)):
@@ -566,6 +589,7 @@ def convert_run(run_dir: Path, *, data_dir: Optional[Path] = None, n_representat
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     model = load_model(run_dir / "model.keras")
+    check_int8_convertible(model)
     recipe, train, test = load_run_windows(run_dir, data_dir, progress=progress)
     print(f"convert: {len(train.windows)} training and {len(test.windows)} test windows", file=sys.stderr)
     rng = np.random.default_rng(seed)

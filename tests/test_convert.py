@@ -143,3 +143,12 @@ def test_empirical_bias_correction_reduces_the_int8_error(tb):
     assert err_corrected <= err_plain
     assert model.get_layer(corrections[0]["layer"]).get_weights()[1].tolist() == \
         load_model(tb.run / "model.keras").get_layer(corrections[0]["layer"]).get_weights()[1].tolist()
+
+
+def test_recurrent_models_are_refused_before_the_converter_crashes():
+    from edge.errors import ConfigError
+    from quantize.convert import convert_int8
+    from quantize.models import build_model
+
+    with pytest.raises(ConfigError, match="LSTM layer .* only the CNN models"):
+        convert_int8(build_model("cnn_lstm", seed=0), np.zeros((1, 95, 95, 3), np.float32))
