@@ -126,3 +126,14 @@ def test_difficulty_spreads_origins():
         assert all(0.30 <= h <= 0.60 for h in hs)  # origins stay inside zone 8's band
         spreads.append(np.std(hs))
     assert spreads[1] > 2 * spreads[0]
+
+
+def test_hold_spread_varies_the_destination_only_when_asked():
+    from quantize.liftsim.trials import plan_lift
+
+    s = make_cohort(1, seed=0)[0]
+    fixed = [plan_lift(s, 8, np.random.default_rng(i), SimOptions()).hold_v for i in range(30)]
+    spread = [plan_lift(s, 8, np.random.default_rng(i), SimOptions(hold_spread=0.12)).hold_v for i in range(30)]
+    assert np.allclose(fixed, 0.55 * s.stature)
+    assert np.std(spread) > 0.08 * s.stature
+    assert min(spread) >= 0.35 * s.stature - 1e-9 and max(spread) <= 0.85 * s.stature + 1e-9

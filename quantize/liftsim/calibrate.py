@@ -37,11 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for calibration.json / .md and PNGs")
     parser.add_argument("--kappas", default="0.5,1,1.5,2",
                         help="comma-separated difficulties to try (default 0.5,1,1.5,2)")
-    parser.add_argument("--seeds", type=int, default=5, help="cohorts (seeds 0..N-1) per kappa (default 5)")
+    parser.add_argument("--seeds", type=int, default=5, help="cohorts per kappa (default 5)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from here (default 0)")
     parser.add_argument("--subjects", type=int, default=10, help="subjects per cohort (default 10)")
     parser.add_argument("--reps", type=int, default=6, help="repetitions per zone (default 6)")
     parser.add_argument("--step-scale", type=float, default=1.0,
                         help="multiplier on the propensity to step toward far loads (default 1)")
+    parser.add_argument("--hold-spread", type=float, default=0.0,
+                        help="SD of the destination height as a fraction of stature (default 0)")
     parser.add_argument("--split", default="random",
                         help="comma-separated: random (75/25, the paper) and/or subject (leave one out)")
     parser.add_argument("--workers", type=int, default=1, help="processes for simulation (default 1)")
@@ -123,7 +126,7 @@ def evaluate_proxy(trials: Sequence, seed: int, sos: np.ndarray, split: str = "r
 
 def calibrate(kappas: Sequence[float], seeds: int, n_subjects: int = 10, reps: int = 6, workers: int = 1,
               progress: bool = True, splits: Sequence[str] = ("random",),
-              base_options: Optional[Dict[str, object]] = None) -> Dict[str, object]:
+              base_options: Optional[Dict[str, object]] = None, first_seed: int = 0) -> Dict[str, object]:
     """Run the proxy over kappas x seeds (x splits); returns per-run results and summaries.
 
     ``base_options`` are other :class:`SimOptions` fields held fixed (e.g. ``step_scale``).
@@ -136,7 +139,7 @@ def calibrate(kappas: Sequence[float], seeds: int, n_subjects: int = 10, reps: i
     sos = design_bandpass()
     runs = []
     for k in kappas:
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             t0 = time.perf_counter()
             opts = SimOptions(difficulty=k, **(base_options or {}))
             trials = list(generate_cohort(n_subjects, reps, seed, opts, workers=workers))
@@ -311,7 +314,9 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if not args.skip_calibration:
         result = calibrate(kappas, args.seeds, args.subjects, args.reps, max(1, args.workers), splits=splits,
-                           base_options={"step_scale": args.step_scale})
+                           base_options={"step_scale": args.step_scale,
+                                         "hold_spread": args.hold_spread},
+                           first_seed=args.first_seed)
         (out / "calibration.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         md = summary_markdown(result)
         (out / "calibration.md").write_text(md, encoding="utf-8")

@@ -44,6 +44,9 @@ def add_options_arguments(parser: argparse.ArgumentParser) -> None:
                         help="no transients, heel strikes, tremor or soft-tissue motion")
     parser.add_argument("--step-scale", type=float, default=d.step_scale,
                         help=f"multiplier on the propensity to step toward far loads (default {d.step_scale:g})")
+    parser.add_argument("--hold-spread", type=float, default=d.hold_spread,
+                        help=f"SD of the destination height as a fraction of stature (default {d.hold_spread:g}: "
+                             f"the spec's fixed 0.55 H)")
     parser.add_argument("--midpoints", action="store_true", help="every origin on its zone's target point")
 
 
@@ -55,7 +58,8 @@ def options_from_args(args: argparse.Namespace):
                       left_handed_share=args.left_handed_share, dropout_rate=args.dropout_rate,
                       dropout_mean_ms=args.dropout_mean_ms, clock_offset_ms=args.clock_offset_ms,
                       mount_error_scale=args.mount_error_scale, sensor_errors=not args.no_sensor_errors,
-                      artefacts=not args.no_artefacts, midpoints=args.midpoints, step_scale=args.step_scale)
+                      artefacts=not args.no_artefacts, midpoints=args.midpoints, step_scale=args.step_scale,
+                      hold_spread=args.hold_spread)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,11 +99,11 @@ def write_cohort(out: Path, n_subjects: int, reps: int, seed: int, options, firs
             p = tr.plan
             event_rows.append([tr.trial_id] + [tr.events[k] for k in ("move_start", "grasp", "lift_start", "hold",
                                                                         "release", "end")]
-                              + [f"{p.h:.3f}", f"{p.v:.3f}", f"{p.step:.3f}", p.atypical])
+                              + [f"{p.h:.3f}", f"{p.v:.3f}", f"{p.hold_v:.3f}", f"{p.step:.3f}", p.atypical])
     with open(out / "events.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["trial_id", "move_start", "grasp", "lift_start", "hold", "release", "end",
-                    "origin_h_m", "origin_v_m", "step_m", "atypical"])
+                    "origin_h_m", "origin_v_m", "hold_v_m", "step_m", "atypical"])
         w.writerows(event_rows)
     people = [{"subject": s.subject_id, "sex": s.sex, "stature_m": round(s.stature, 3), "mass_kg": round(s.mass, 1),
                "handed": "left" if s.left_handed else "right", "squat_index": round(s.style.squat_index, 3),

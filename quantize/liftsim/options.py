@@ -37,6 +37,8 @@ class SimOptions:
         atypical_share: Share of atypical trials (kneeling or pure stoop).
         step_scale: Multiplier on each subject's propensity to step toward
             extended-column loads (spec: 0.5 Beta(1, 3), mean 0.125).
+        hold_spread: SD of the lift destination's height as a fraction of
+            stature (spec: fixed at 0.55 H, i.e. 0); kept within 0.35-0.85 H.
     """
 
     difficulty: float = 1.0
@@ -51,6 +53,7 @@ class SimOptions:
     midpoints: bool = False
     atypical_share: float = 0.03
     step_scale: float = 1.0
+    hold_spread: float = 0.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -63,6 +66,7 @@ class SimOptions:
             ("mount_error_scale", self.mount_error_scale, 0.0, 10.0),
             ("atypical_share", self.atypical_share, 0.0, 1.0),
             ("step_scale", self.step_scale, 0.0, 8.0),
+            ("hold_spread", self.hold_spread, 0.0, 0.3),
         ]
         for name, value, lo, hi in checks:
             if not (lo <= float(value) <= hi):

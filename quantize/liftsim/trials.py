@@ -95,6 +95,7 @@ class LiftPlan:
         grasp, hold: Solved keyframes (after trial noise).
         step: Forward step taken toward the load, m.
         atypical: ``""``, ``"kneel"`` or ``"stoop"``.
+        hold_v: Height of the destination (hold) grip, m.
     """
 
     zone: int
@@ -104,6 +105,7 @@ class LiftPlan:
     hold: Keyframe
     step: float
     atypical: str
+    hold_v: float = 0.0
 
 
 def plan_lift(subject: Subject, zone: int, rng: np.random.Generator, options: SimOptions,
@@ -134,9 +136,12 @@ def plan_lift(subject: Subject, zone: int, rng: np.random.Generator, options: Si
     noise = 0.0 if options.midpoints else k
     grasp = perturb(subject.dims, style, key, target_x, target_z, rng, noise)
     hold_x, hold_z = 0.30, 0.55 * subject.stature
+    if options.hold_spread > 0 and not options.midpoints:  # drawn only when on: default streams unchanged
+        hold_z = float(np.clip(hold_z + rng.normal(0.0, options.hold_spread * subject.stature),
+                               0.35 * subject.stature, 0.85 * subject.stature))
     hold = perturb(subject.dims, style, solve_posture(subject.dims, style, hold_x, hold_z), hold_x, hold_z, rng,
                    noise)
-    return LiftPlan(zone, float(h), float(v), grasp, hold, float(step), atypical)
+    return LiftPlan(zone, float(h), float(v), grasp, hold, float(step), atypical, float(hold_z))
 
 
 def _delta_max_deg(a: Dict[str, float], b: Dict[str, float]) -> float:
