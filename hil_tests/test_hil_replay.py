@@ -47,7 +47,14 @@ def _replay(trial_ids, name, hil_bundle, hil_options, hil_workdir, hil_report):
     hil_report.figure(f"{name}: trials with a lift found by the hub", len(m.pairs) / n, "", "reported")
     hil_report.figure(f"{name}: buzzes", len(result.buzzes_s), "buzzes", "reported")
     problems = link_problems(result) + alert_problems(result)
-    problems += [f"trial {d}" for d in agreement.disagreements]
+    hub_probs = {t.lift_id: d for t, d in m.pairs}
+    for text in agreement.disagreements:
+        tid = text.split(":")[0]
+        row = offline.get(tid, {})
+        problems.append(f"trial {text} (offline p low/medium/high {row.get('p_low')}/{row.get('p_medium')}/"
+                        f"{row.get('p_high')} on rows {row.get('start')}-{row.get('end')}; hub window "
+                        f"{hub_probs[tid].start_s:.2f}-{hub_probs[tid].end_s:.2f} s classified "
+                        f"{hub_probs[tid].risk})" if tid in hub_probs else f"trial {text}")
     assert not problems, "; ".join(problems)
     return result
 
