@@ -393,13 +393,13 @@ class Demo:
         sh = r.get("shift")
         if sh:
             lat = sh["lift_end_to_buzz_realtime_s"]
-            lines.append(f"shift ({sh['minutes']:g} min, {sh['lifts']} lifts):        recall {sh['recall']:.3f}, "
+            lines.append(f"{'shift (%g min, %d lifts):' % (sh['minutes'], sh['lifts']):37s}recall {sh['recall']:.3f}, "
                          f"buzzes {sh['buzzes']}, false buzzes/h {sh['hub_false_buzzes_per_hour']:.1f} (no lift) + "
                          f"{sh['model_false_buzzes_per_hour']:.1f} (lift not high)")
             lines.append(f"lift end to buzz (real-time equiv.): median {lat['median']:.2f} s, p95 {lat['p95']:.2f} s, "
                          f"n={lat['n']}")
         if "flash_s" in r:
-            lines.append(f"flash over the serial link:          {r['flash_s']:.1f} s")
+            lines.append(f"flash over the pty link:             {r['flash_s']:.1f} s")
         lines.append(f"total:                               {r.get('total_s', 0) / 60:.1f} min")
         lines += ["", "reports:",
                   f"  training     {self.run_dir / 'train' / 'report.md'}",
