@@ -90,21 +90,20 @@ def _expectation(item: pytest.Item) -> str:
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Fold setup/call/teardown reports into one outcome per test."""
+    """Fold setup/call/teardown reports into one outcome per test (durations summed)."""
     rep = _SESSION_REPORT.get("report")
     if rep is None:
         return
-    if report.when == "call" or report.failed or (report.when == "setup" and report.skipped):
-        if report.failed:
-            outcome = "failed" if report.when == "call" else "error"
-            message = _short(report)
-        elif report.skipped:
-            outcome = "skipped"
-            message = _short(report)
-        else:
-            outcome, message = "passed", ""
-        rep.add_outcome(report.nodeid, outcome, report.duration, _EXPECTATIONS.get(report.nodeid, ""),
-                        message)
+    # every phase counts: setup time (session fixtures build the bundle) is part of a test's time
+    if report.failed:
+        outcome = "failed" if report.when == "call" else "error"
+        message = _short(report)
+    elif report.skipped:
+        outcome = "skipped"
+        message = _short(report)
+    else:
+        outcome, message = "passed", ""
+    rep.add_outcome(report.nodeid, outcome, report.duration, _EXPECTATIONS.get(report.nodeid, ""), message)
 
 
 _SESSION_REPORT: dict = {}

@@ -65,8 +65,9 @@ class HilReport:
         prev = self.outcomes.get(nodeid)
         if prev is not None:
             duration_s += prev.duration_s
-            # a failure in any phase wins over an earlier pass
-            if prev.outcome in ("failed", "error") and outcome == "passed":
+            # the worst phase wins: failed/error over skipped over passed
+            rank = {"passed": 0, "skipped": 1, "failed": 2, "error": 2}
+            if rank.get(prev.outcome, 0) >= rank.get(outcome, 0):
                 outcome, message = prev.outcome, prev.message
         self.outcomes[nodeid] = Outcome(nodeid, outcome, duration_s, expectation, message)
 

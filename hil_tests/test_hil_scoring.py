@@ -66,13 +66,15 @@ def test_report_writes_table_figures_and_histogram(tmp_path):
     """report.md holds the pass/fail table, the figures and the histogram; a failure makes the verdict FAIL."""
     rep = HilReport(tmp_path / "run")
     rep.add_outcome("hil_tests/test_x.py::test_ok", "passed", 1.5, "it works")
-    rep.add_outcome("hil_tests/test_x.py::test_bad", "failed", 0.5, "it buzzes", "assert 1 == 2")
+    rep.add_outcome("hil_tests/test_x.py::test_bad", "passed", 0.25, "it buzzes")  # setup
+    rep.add_outcome("hil_tests/test_x.py::test_bad", "failed", 0.5, "it buzzes", "assert 1 == 2")  # call
+    rep.add_outcome("hil_tests/test_x.py::test_bad", "passed", 0.25, "it buzzes")  # teardown
     rep.add_figure(Figure("hil_tests/test_x.py::test_ok", "recall", 0.99, "", ">= 0.98", True))
     rep.add_latencies("shift", [2.1, 2.2, 2.5, 3.0])
     path = rep.write()
     text = path.read_text()
     assert "Verdict: **FAIL**" in text
-    assert "| `hil_tests/test_x.py::test_bad` | **FAIL** |" in text
+    assert "| `hil_tests/test_x.py::test_bad` | **FAIL** | 1.0 |" in text  # phases summed, failure kept
     assert "| recall | 0.99 |" in text
     assert (tmp_path / "run" / "latency.png").stat().st_size > 1000
     data = json.loads((tmp_path / "run" / "figures.json").read_text())
