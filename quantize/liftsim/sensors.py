@@ -24,7 +24,7 @@ proximal), ``y_s = z_s x x_s``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 

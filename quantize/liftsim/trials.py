@@ -18,7 +18,7 @@ import numpy as np
 from edge.layout import SAMPLE_RATE_HZ, ZONE_RISK
 
 from . import artefacts
-from .body import DOF_NAMES, forward_kinematics, standing_dofs
+from .body import forward_kinematics
 from .options import SimOptions
 from .posture import Keyframe, perturb, solve_posture
 from .sensors import (DECIMATION, SYNTH_RATE_HZ, apply_hardware, decimate, ideal_imu, placements,
