@@ -137,3 +137,15 @@ def test_hold_spread_varies_the_destination_only_when_asked():
     assert np.allclose(fixed, 0.55 * s.stature)
     assert np.std(spread) > 0.08 * s.stature
     assert min(spread) >= 0.35 * s.stature - 1e-9 and max(spread) <= 0.85 * s.stature + 1e-9
+
+
+@pytest.mark.parametrize("protocol", ["P1", "P2", "P3"])
+def test_protocols_order_their_events(protocol):
+    s = make_cohort(1, seed=0)[0]
+    tr = simulate_trial(s, 11, 1, seed=0, options=SimOptions(protocol=protocol))
+    e = tr.events
+    assert e["move_start"] < e["grasp"] < e["lift_start"] < e["hold"] <= e["release"] <= e["end"]
+    assert tr.lift_start == e["move_start"] and tr.lift_end == e["end"]
+    if protocol == "P3":
+        assert e["release"] == e["end"]
+    assert np.all(np.isfinite(tr.samples))

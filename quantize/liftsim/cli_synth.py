@@ -47,6 +47,8 @@ def add_options_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hold-spread", type=float, default=d.hold_spread,
                         help=f"SD of the destination height as a fraction of stature (default {d.hold_spread:g}: "
                              f"the spec's fixed 0.55 H)")
+    parser.add_argument("--protocol", choices=("P1", "P2", "P3"), default=d.protocol,
+                        help="P1 lift-hold-return (default), P2 place at 0.44 H without return, P3 lift and hold")
     parser.add_argument("--midpoints", action="store_true", help="every origin on its zone's target point")
 
 
@@ -59,7 +61,7 @@ def options_from_args(args: argparse.Namespace):
                       dropout_mean_ms=args.dropout_mean_ms, clock_offset_ms=args.clock_offset_ms,
                       mount_error_scale=args.mount_error_scale, sensor_errors=not args.no_sensor_errors,
                       artefacts=not args.no_artefacts, midpoints=args.midpoints, step_scale=args.step_scale,
-                      hold_spread=args.hold_spread)
+                      hold_spread=args.hold_spread, protocol=args.protocol)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

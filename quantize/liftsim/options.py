@@ -39,6 +39,8 @@ class SimOptions:
             extended-column loads (spec: 0.5 Beta(1, 3), mean 0.125).
         hold_spread: SD of the lift destination's height as a fraction of
             stature (spec: fixed at 0.55 H, i.e. 0); kept within 0.35-0.85 H.
+        protocol: ``P1`` lift, hold, return the load to its origin (default);
+            ``P2`` place it at (0.30 m, 0.44 H), no return; ``P3`` lift and hold only.
     """
 
     difficulty: float = 1.0
@@ -54,6 +56,7 @@ class SimOptions:
     atypical_share: float = 0.03
     step_scale: float = 1.0
     hold_spread: float = 0.0
+    protocol: str = "P1"
 
     def __post_init__(self) -> None:
         checks = [
@@ -68,6 +71,8 @@ class SimOptions:
             ("step_scale", self.step_scale, 0.0, 8.0),
             ("hold_spread", self.hold_spread, 0.0, 0.3),
         ]
+        if self.protocol not in ("P1", "P2", "P3"):
+            raise ConfigError(f"option protocol={self.protocol!r}; expected P1, P2 or P3")
         for name, value, lo, hi in checks:
             if not (lo <= float(value) <= hi):
                 raise ConfigError(f"option {name}={value!r} is out of range; expected {lo:g} to {hi:g}")

@@ -135,7 +135,7 @@ def plan_lift(subject: Subject, zone: int, rng: np.random.Generator, options: Si
         key = solve_posture(subject.dims, style, target_x, target_z)
     noise = 0.0 if options.midpoints else k
     grasp = perturb(subject.dims, style, key, target_x, target_z, rng, noise)
-    hold_x, hold_z = 0.30, 0.55 * subject.stature
+    hold_x, hold_z = 0.30, (0.44 if options.protocol == "P2" else 0.55) * subject.stature
     if options.hold_spread > 0 and not options.midpoints:  # drawn only when on: default streams unchanged
         hold_z = float(np.clip(hold_z + rng.normal(0.0, options.hold_spread * subject.stature),
                                0.35 * subject.stature, 0.85 * subject.stature))
@@ -151,6 +151,10 @@ def _delta_max_deg(a: Dict[str, float], b: Dict[str, float]) -> float:
 def append_lift(track: Track, subject: Subject, plan: LiftPlan, rng: np.random.Generator, options: SimOptions,
                 transient_events: List[Tuple[str, int, float]]) -> Dict[str, int]:
     """Write one lift onto ``track`` starting from stance (spec §5 sequence 2-8).
+
+    ``options.protocol``: P1 (default) lift to the hold point, hold, return the load to its
+    origin and let go; P2 lift to the place point (0.30 m, 0.44 H) and let go there, no
+    return; P3 lift and hold, then recover to stance still holding the load (release = end).
 
     Returns:
         Event name -> sample index: ``move_start``, ``grasp``, ``lift_start``,
@@ -180,18 +184,31 @@ def append_lift(track: Track, subject: Subject, plan: LiftPlan, rng: np.random.G
     transient_events.append(("liftoff", ev["lift_start"] + int(0.1 * track.rate_hz), 1.0))
     track.move(hold, transition_time(_delta_max_deg(grasp, hold), subject.speed, v_t, rng))
     ev["hold"] = track.mark("hold")
-    track.hold(rng.uniform(0.5, 1.5))
-    track.move(grasp, transition_time(_delta_max_deg(hold, grasp), subject.speed, v_t, rng))
-    ev["release"] = track.mark("release")
-    transient_events.append(("place", ev["release"], 1.0))
-    track.hold(rng.uniform(0.3, 0.6))
+    protocol = options.protocol
+    if protocol == "P1":  # hold, return the load to its origin, let go
+        track.hold(rng.uniform(0.5, 1.5))
+        track.move(grasp, transition_time(_delta_max_deg(hold, grasp), subject.speed, v_t, rng))
+        ev["release"] = track.mark("release")
+        transient_events.append(("place", ev["release"], 1.0))
+        track.hold(rng.uniform(0.3, 0.6))
+        last = grasp
+    elif protocol == "P2":  # the lift ends by placing the load at the destination
+        ev["release"] = track.mark("release", track.n - 1)
+        transient_events.append(("place", ev["release"], 1.0))
+        track.hold(rng.uniform(0.3, 0.6))
+        last = hold
+    else:  # P3: lift and hold, then stand up straight with the load
+        track.hold(rng.uniform(0.5, 1.5))
+        last = hold
     back = dict(stand)
     if plan.step:
         back.update(root_x=base_x, root_y=base_y)
-    t_rec = transition_time(_delta_max_deg(grasp, stand), subject.speed, v_t, rng)
+    t_rec = transition_time(_delta_max_deg(last, stand), subject.speed, v_t, rng)
     rec_start = track.n
     track.move(back, t_rec)
     ev["end"] = track.mark("end", track.n - 1)
+    if protocol == "P3":
+        ev["release"] = ev["end"]
     if plan.step:
         transient_events.append(("heel", rec_start + int(0.6 * t_rec * track.rate_hz), 1.0))
     return ev
@@ -284,6 +301,7 @@ def simulate_trial(subject: Subject, zone: int, rep: int, seed: int, options: Si
     crop = 0 if options.midpoints else int(rng.uniform(0.0, 0.5) * SAMPLE_RATE_HZ)
     samples = samples[crop:]
     events = {name: to_output_index(i, name != "end") - crop for name, i in ev.items()}
+    events["release"] = min(events["release"], events["end"])  # P3 releases at the very end
     n = samples.shape[0]
     timestamps = start_time + np.arange(n) / SAMPLE_RATE_HZ
     return SimTrial(f"{subject.subject_id}_Z{zone:02d}_R{rep}", subject.subject_id, int(zone), int(rep), samples,
