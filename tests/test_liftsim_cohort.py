@@ -149,3 +149,11 @@ def test_protocols_order_their_events(protocol):
     if protocol == "P3":
         assert e["release"] == e["end"]
     assert np.all(np.isfinite(tr.samples))
+
+
+def test_rewriting_a_folder_leaves_no_stale_trials(tmp_path):
+    out = tmp_path / "d"
+    assert quantize_main(["synth", "--out", str(out), "--subjects", "2", "--reps", "1", "--no-progress"]) == 0
+    assert _synth(out) == 0  # now 1 subject: S02's files must go
+    assert len(list((out / "trials").glob("*.csv"))) == 12
+    assert not [p for p in check_dataset(out) if p.severity != "info"]

@@ -86,6 +86,7 @@ def write_cohort(out: Path, n_subjects: int, reps: int, seed: int, options, firs
     from .trials import generate_cohort
 
     out = Path(out)
+    _remove_previous_output(out)
     total = n_subjects * 12 * reps
     trials = generate_cohort(n_subjects, reps, seed, options, first_subject - 1, workers)
     if progress:
@@ -114,6 +115,19 @@ def write_cohort(out: Path, n_subjects: int, reps: int, seed: int, options, firs
     (out / "subjects.json").write_text(json.dumps({"source": source, "options": dataclasses.asdict(options),
                                                    "subjects": people}, indent=1) + "\n", encoding="utf-8")
     return len(event_rows)
+
+
+def _remove_previous_output(out: Path) -> None:
+    """Delete the trial CSVs a previous ``synth`` listed in ``out/index.csv``, so none go stale."""
+    index = out / "index.csv"
+    if not index.is_file():
+        return
+    with open(index, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            rel = (row.get("file") or "").strip()
+            target = (out / rel).resolve()
+            if rel.startswith("trials/") and target.parent == (out / "trials").resolve() and target.is_file():
+                target.unlink()
 
 
 def run(args: argparse.Namespace) -> int:
