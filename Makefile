@@ -25,7 +25,7 @@ demo: $(STAMP)
 # The legacy runtime (tflite-runtime 2.14, numpy<2) gets its own venv; its
 # golden-vector self-test adds about a minute, so it is part of `make test`.
 test: $(STAMP) $(LEGACY_STAMP)
-	$(PY) -m pytest -q tests hil_tests -m 'not slow' --legacy-python $(LEGACY_VENV)/bin/python
+	LIFTGUARD_LEGACY_PYTHON=$(CURDIR)/$(LEGACY_VENV)/bin/python $(PY) -m pytest -q tests hil_tests -m 'not slow'
 
 $(LEGACY_STAMP): pyproject.toml
 	@test -x $(LEGACY_VENV)/bin/python || $(PYTHON) -m venv $(LEGACY_VENV)
