@@ -22,6 +22,7 @@ TOOL = CommandLineTool(
         "keygen": "quantize.keygen",
         "export": "quantize.export",
         "demo": "quantize.demo",
+        "train-gate": "quantize.lift_gate",
     },
 )
 
