@@ -486,6 +486,7 @@ class _Verified:
     recipe: Any
     golden: Golden
     key_id: str
+    gate: Any = None
 
 
 def _verify(path: PathLike, trusted_keys: Sequence[PathLike], hub_sensors: Sequence[str],
@@ -525,7 +526,20 @@ def _verify(path: PathLike, trusted_keys: Sequence[PathLike], hub_sensors: Seque
     if check_inputs:
         check_golden_inputs(golden, recipe, float(manifest["input"]["scale"]),
                             int(manifest["input"]["zero_point"]), p)
-    return _Verified(contents, manifest, recipe, golden, key_id)
+    return _Verified(contents, manifest, recipe, golden, key_id, _parse_gate(manifest, recipe, p))
+
+
+def _parse_gate(manifest: Dict[str, Any], recipe: Any, p: Path) -> Any:
+    """The optional ``lift_gate`` section as an :class:`edge.lift_gate.LiftGate` bound to ``recipe``, or None."""
+    if "lift_gate" not in manifest or manifest["lift_gate"] is None:
+        return None
+    from .errors import ConfigError
+    from .lift_gate import LiftGate
+
+    try:
+        return LiftGate.from_dict(manifest["lift_gate"], where=f"{p}: manifest lift_gate", recipe=recipe)
+    except ConfigError as exc:
+        raise BundleError(str(exc) if str(exc).startswith(str(p)) else f"{p}: manifest lift_gate: {exc}") from None
 
 
 def verify_bundle(path: PathLike, *, trusted_keys: Sequence[PathLike],
@@ -570,6 +584,8 @@ class LoadedBundle:
         self.manifest = verified.manifest
         self.recipe = verified.recipe
         self.key_id = verified.key_id
+        #: The optional lift gate (:class:`edge.lift_gate.LiftGate`, bound to :attr:`recipe`) or None.
+        self.gate = verified.gate
         self.model_id: str = verified.manifest["model_id"]
         self.model_version: str = verified.manifest["model_version"]
         self.class_names: Tuple[str, ...] = tuple(verified.manifest["class_names"])
@@ -628,7 +644,8 @@ class LoadedBundle:
                 "runtime": self.runtime, "kernels": self.kernels, "model_member": self.model_member,
                 "key_id": self.key_id,
                 "load_seconds": round(self.load_seconds, 4), "golden_vectors": len(self.selftest),
-                "notes": list(self.notes)}
+                "notes": list(self.notes),
+                "lift_gate": None if self.gate is None else {"threshold": self.gate.threshold}}
 
     def close(self) -> None:
         """Drop the interpreter."""

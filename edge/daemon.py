@@ -77,6 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, metavar="N", help="interpreter threads")
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (tests, benchmarks)")
     parser.add_argument("--quiet", action="store_true", help="log warnings only (no line per lift)")
+    parser.add_argument("--no-gate", action="store_true",
+                        help="ignore the bundle's lift gate: classify every detected window")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     cfg.check_complete()
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="edge run: %(message)s")
-    hub = Hub(cfg)
+    hub = Hub(cfg, use_gate=not getattr(args, "no_gate", False))
     return asyncio.run(hub.run(duration=args.duration))
 
 
@@ -99,10 +101,14 @@ class Hub:
         source: An already built source (tests); default ``open_source(cfg.source)``.
         pin_factory: gpiozero pin factory for ``gpio:`` outputs (tests: MockFactory).
         bundle_loader: Replacement for :func:`edge.bundle.load_bundle` (same signature).
+        use_gate: Apply the bundle's lift gate (if it has one) before the risk
+            model: a window the gate says is not a lift is logged as
+            ``not_a_lift`` with its probability and never buzzes. False
+            (``--no-gate``) classifies every window.
     """
 
     def __init__(self, cfg: Any, *, source: Any = None, pin_factory: Any = None,
-                 bundle_loader: Optional[Callable[..., Any]] = None) -> None:
+                 bundle_loader: Optional[Callable[..., Any]] = None, use_gate: bool = True) -> None:
         from .aligner import Aligner
         from .lift_detector import LiftDetector
 
@@ -122,7 +128,8 @@ class Hub:
         self.events: Any = None
         self.started = time.monotonic()
         self.lifts: List[Dict[str, Any]] = []
-        self.counts: Dict[str, int] = {"lifts": 0, "skipped": 0, "buzzes": 0, "outages": 0}
+        self.use_gate = use_gate
+        self.counts: Dict[str, int] = {"lifts": 0, "skipped": 0, "buzzes": 0, "outages": 0, "not_a_lift": 0}
         self._stopping: Optional[asyncio.Event] = None
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="classify")
         # one writer thread: lift lines reach the log in the order the lifts were classified
@@ -263,6 +270,23 @@ class Hub:
 
     async def _classify(self, win: Any, bundle: Any, t_arrival: float) -> None:
         loop = asyncio.get_running_loop()
+        gate = getattr(bundle, "gate", None) if self.use_gate else None
+        p_lift = None
+        if gate is not None:
+            try:
+                p_lift = await loop.run_in_executor(self._executor, gate.probability, win.window)
+            except Exception as exc:  # a bad window must not stop the hub
+                self.counts["skipped"] += 1
+                LOG.error("lift at rows %d-%d: lift gate failed: %s", win.start_index, win.end_index, exc)
+                self._event("skipped", lift=win.describe(), reason=f"lift gate failed: {exc}")
+                return
+            if p_lift < gate.threshold:
+                self.counts["not_a_lift"] += 1
+                LOG.info("movement %d-%d (%.1f s): not a lift (gate p=%.3f < %.3f)", win.start_index,
+                         win.end_index, win.duration_s, p_lift, gate.threshold)
+                self._event("not_a_lift", p_lift=round(float(p_lift), 5), threshold=round(gate.threshold, 5),
+                            model_id=bundle.model_id, model_version=bundle.model_version, lift=win.describe())
+                return
         try:
             result = await loop.run_in_executor(self._executor, bundle.classify, win.window)
         except Exception as exc:  # a bad window must not stop the hub
@@ -282,6 +306,8 @@ class Hub:
             "last_sample_to_alert_ms": round(((t_alert or time.monotonic()) - t_arrival) * 1000.0, 3),
             "lift": win.describe(), "buzzed": buzzed, "t_arrival": t_arrival, "t_alert": t_alert,
         }
+        if p_lift is not None:
+            record["p_lift"] = round(float(p_lift), 5)
         self.lifts.append(record)
         del self.lifts[:-100]
         LOG.info("lift %d-%d (%.1f s): %s  p=%s  %.1f ms%s", win.start_index, win.end_index, win.duration_s,

@@ -10,7 +10,9 @@ output the model gives), writes the manifest (format in ``docs/bundle.md``),
 signs it with the Ed25519 key, and finally loads the written file back through
 :func:`edge.bundle.load_bundle` (signature, hashes, layout, interpreter,
 golden self-test) so a bundle that would not load on a hub is never reported
-as exported.
+as exported. If ``RUN/gate.json`` exists (``quantize train-gate``), it is
+checked against the run's recipe and goes into the manifest as ``lift_gate``;
+without it the bundle has no gate.
 """
 
 from __future__ import annotations
@@ -257,6 +259,18 @@ def export_run(run_dir: Path, out: Path, sign_key: Path, *, model_version: Optio
         members[bundle.EDGETPU_MEMBER] = Path(edgetpu_model).read_bytes()
     manifest = build_manifest(model_id=mid, model_version=version, recipe=recipe, io_info=io_info, metrics=metrics,
                               golden_count=len(golden_raw), source=source, edgetpu=edgetpu_model is not None)
+    gate_path = run_dir / "gate.json"
+    if gate_path.is_file():
+        # the lift gate from 'quantize train-gate' (checked against this run's recipe); absent: no gate
+        from edge.lift_gate import LiftGate
+
+        try:
+            gate_doc = json.loads(gate_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{gate_path}: cannot be read as JSON ({exc}); expected 'quantize train-gate' output")
+        LiftGate.from_dict(gate_doc, where=str(gate_path), recipe=recipe)
+        manifest["lift_gate"] = gate_doc
+        print(f"export: lift gate from {gate_path} (threshold {gate_doc['threshold']:.4f})", file=sys.stderr)
     written = bundle.write_bundle(out, manifest, members, private_key)
 
     print("export: loading the written bundle as a hub would ...", file=sys.stderr, flush=True)
