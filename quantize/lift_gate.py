@@ -77,6 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"share of the training shifts' detected lifts the gate must pass (default {DEFAULT_MIN_RECALL})")
     parser.add_argument("--C", dest="c", type=float, default=0.3, help="inverse L2 strength (default 0.3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the logistic regression's solver (default 0)")
+    parser.add_argument("--exclude-features", default="", metavar="NAME1,NAME2",
+                        help="features the gate must not use (weight 0), e.g. bursts,duration_s (ablations)")
 
 
 # ----------------------------------------------------------------------------- data
@@ -202,16 +204,23 @@ def pick_threshold(lift_probs: np.ndarray, min_recall: float) -> float:
     return float(p[p.size - need])
 
 
-def fit_gate(x: np.ndarray, y: np.ndarray, c: float, seed: int):
-    """Fit standardisation + logistic regression; returns (mean, scale, coef, intercept)."""
+def fit_gate(x: np.ndarray, y: np.ndarray, c: float, seed: int, use: Optional[np.ndarray] = None):
+    """Fit standardisation + logistic regression; returns (mean, scale, coef, intercept).
+
+    ``use`` (bool per feature, default all) selects the features the
+    regression sees; the others get weight 0.
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
+    use = np.ones(x.shape[1], dtype=bool) if use is None else use
     scaler = StandardScaler().fit(x)
     scale = np.where(scaler.scale_ > 1e-12, scaler.scale_, 1.0)
     z = (x - scaler.mean_) / scale
-    lr = LogisticRegression(C=c, class_weight="balanced", max_iter=5000, random_state=seed).fit(z, y)
-    return scaler.mean_, scale, lr.coef_[0], float(lr.intercept_[0])
+    lr = LogisticRegression(C=c, class_weight="balanced", max_iter=5000, random_state=seed).fit(z[:, use], y)
+    coef = np.zeros(x.shape[1])
+    coef[use] = lr.coef_[0]
+    return scaler.mean_, scale, coef, float(lr.intercept_[0])
 
 
 def _probs(mean, scale, coef, intercept, x: np.ndarray) -> np.ndarray:
@@ -220,7 +229,7 @@ def _probs(mean, scale, coef, intercept, x: np.ndarray) -> np.ndarray:
 
 
 def train_gate(train: Sequence[Dict[str, Any]], recipe: Any, *, min_recall: float = DEFAULT_MIN_RECALL,
-               c: float = 0.3, seed: int = 0):
+               c: float = 0.3, seed: int = 0, exclude: Sequence[str] = ()):
     """Fit the gate on featurised training shifts (see :func:`shift_windows`).
 
     The threshold comes from leave-one-shift-out probabilities (one shift
@@ -230,8 +239,9 @@ def train_gate(train: Sequence[Dict[str, Any]], recipe: Any, *, min_recall: floa
         (:class:`edge.lift_gate.LiftGate`, training metrics dict).
     """
     from edge.errors import DataError
-    from edge.lift_gate import LiftGate, recipe_fingerprint
+    from edge.lift_gate import FEATURE_NAMES, LiftGate, recipe_fingerprint
 
+    use = np.array([n not in set(exclude) for n in FEATURE_NAMES])
     x = np.concatenate([s["features"] for s in train])
     y = np.concatenate([s["labels"] for s in train])
     if y.sum() < 2 or (~y).sum() < 2:
@@ -246,12 +256,12 @@ def train_gate(train: Sequence[Dict[str, Any]], recipe: Any, *, min_recall: floa
             if yr.all() or not yr.any():
                 oof.append(np.full(len(train[k]["labels"]), np.nan))
                 continue
-            params = fit_gate(xr, yr, c, seed)
+            params = fit_gate(xr, yr, c, seed, use)
             oof.append(_probs(*params, train[k]["features"]))
         how = "leave-one-shift-out"
     else:
         how = "in-sample (one training shift)"
-    params = fit_gate(x, y, c, seed)
+    params = fit_gate(x, y, c, seed, use)
     if len(train) < 2:
         oof = [_probs(*params, s["features"]) for s in train]
     lift_probs = np.concatenate([p[s["labels"]] for p, s in zip(oof, train)])
@@ -263,6 +273,7 @@ def train_gate(train: Sequence[Dict[str, Any]], recipe: Any, *, min_recall: floa
         "train_shifts": [{"folder": s["folder"], "seed": s["seed"]} for s in train],
         "train_windows": int(len(y)), "train_lift_windows": int(y.sum()), "train_other_windows": int((~y).sum()),
         "min_recall": min_recall, "threshold_from": how, "C": c, "seed": seed,
+        "excluded_features": sorted(set(exclude)),
         "train_without_gate": score(train, in_sample, None),
         "train_with_gate_out_of_fold": score(train, oof, threshold),
         "train_with_gate_in_sample": score(train, in_sample, threshold),
@@ -294,7 +305,9 @@ def write_report(path: Path, gate: Any, metrics: Dict[str, Any], held: Optional[
     lines = ["# Lift gate report", "",
              f"Written by `quantize train-gate` on {metrics['trained']}. Threshold {gate.threshold:.4f} "
              f"(chosen to pass >= {metrics['min_recall']} of the training shifts' detected lifts, "
-             f"{metrics['threshold_from']} probabilities). {len(FEATURE_NAMES)} features, logistic regression C={metrics['C']}.", "",
+             f"{metrics['threshold_from']} probabilities). {len(FEATURE_NAMES)} features"
+             + (f" ({', '.join(metrics['excluded_features'])} excluded)" if metrics["excluded_features"] else "")
+             + f", logistic regression C={metrics['C']}.", "",
              f"Training: {len(metrics['train_shifts'])} shifts (seeds "
              f"{', '.join(str(s['seed']) for s in metrics['train_shifts'])}), {metrics['train_windows']} detected "
              f"windows ({metrics['train_lift_windows']} lifts, {metrics['train_other_windows']} not lifts).", "",
@@ -343,6 +356,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--C {args.c}; expected a number > 0")
     if not args.out.parent.is_dir():
         raise ConfigError(f"--out {args.out}: folder {args.out.parent} does not exist")
+    from edge.lift_gate import FEATURE_NAMES
+
+    exclude = [n.strip() for n in args.exclude_features.split(",") if n.strip()]
+    unknown = [n for n in exclude if n not in FEATURE_NAMES]
+    if unknown:
+        raise ConfigError(f"--exclude-features: {unknown[0]!r} is not a gate feature; expected some of "
+                          f"{', '.join(FEATURE_NAMES)}")
+    if len(exclude) >= len(FEATURE_NAMES):
+        raise ConfigError("--exclude-features excludes every feature; expected at least one left")
     train_dirs = [Path(p) for p in args.shifts.split(",") if p.strip()]
     eval_dirs = [Path(p) for p in args.eval_shifts.split(",") if p.strip()]
     seeds = _int_list(args.seeds, "--seeds") if args.seeds else []
@@ -382,7 +404,8 @@ def run(args: argparse.Namespace) -> int:
 
     train = load(train_dirs, "training")
     held_shifts = load(eval_dirs, "held-out") if eval_dirs else []
-    gate, metrics = train_gate(train, recipe, min_recall=args.min_recall, c=args.c, seed=args.seed)
+    gate, metrics = train_gate(train, recipe, min_recall=args.min_recall, c=args.c, seed=args.seed,
+                               exclude=exclude)
     held = evaluate(gate, held_shifts) if held_shifts else None
     if held:
         gate.metrics["held_out"] = {"shifts": [{"folder": s["folder"], "seed": s["seed"]} for s in held["shifts"]],

@@ -172,6 +172,20 @@ def test_train_gate_cuts_false_windows_on_a_held_out_shift_and_keeps_the_lifts(k
     assert "held out (1 shifts" in kit.train_out
 
 
+def test_excluded_features_get_no_weight(kit):
+    from edge.lift_gate import FEATURE_NAMES
+    from quantize.lift_gate import shift_windows, train_gate
+
+    recipe = _recipe(kit)
+    train = [shift_windows(kit.root / f"shift{s}", recipe) for s in TRAIN_SEEDS]
+    gate, metrics = train_gate(train, recipe, exclude=("bursts", "duration_s"))
+    for name in ("bursts", "duration_s"):
+        assert gate.coef[FEATURE_NAMES.index(name)] == 0.0
+    assert np.count_nonzero(gate.coef) == len(FEATURE_NAMES) - 2
+    assert metrics["excluded_features"] == ["bursts", "duration_s"]
+    assert metrics["train_with_gate_out_of_fold"]["gate_recall"] >= 0.995
+
+
 def test_train_gate_refuses_a_held_out_seed_that_was_trained_on(kit, tmp_path):
     status, out, err = run_cli("quantize", ["train-gate", "--recipe", kit.run / "recipe.json",
                                             "--out", tmp_path / "g.json", "--shifts", kit.root / "shift31",
@@ -185,6 +199,7 @@ def test_train_gate_refuses_a_held_out_seed_that_was_trained_on(kit, tmp_path):
     (["--seeds", "1,2"], "--seeds/--eval-seeds need --synth-minutes"),
     (["--synth-minutes", "5", "--seeds", "1,x"], "--seeds '1,x'; expected comma-separated integers"),
     (["--shifts", "{shift}", "--min-recall", "0.2"], "--min-recall 0.2; expected 0.5 to 1"),
+    (["--shifts", "{shift}", "--exclude-features", "bursts,nope"], "--exclude-features: 'nope' is not a gate feature"),
 ])
 def test_train_gate_bad_arguments_are_named(kit, tmp_path, argv, words):
     argv = [a.replace("{shift}", str(kit.root / "shift31")) for a in argv]
