@@ -35,7 +35,7 @@ import argparse
 import itertools
 import json
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -89,7 +89,7 @@ def valid_mask(n_samples: int) -> np.ndarray:
 
 
 def class_saliency(model, images: np.ndarray, class_index: int, batch: int = 16,
-                   lengths: Sequence[int] = None) -> np.ndarray:
+                   lengths: Optional[Sequence[int]] = None) -> np.ndarray:
     """Mean ``|dS_c/dI|`` over ``images`` for the pre-softmax score of class ``class_index``.
 
     Args:

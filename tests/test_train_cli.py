@@ -100,6 +100,9 @@ def test_sensor_subset_zeroes_other_sensors_through_the_recipe(tiny_data, tmp_pa
     assert config["sensors"] == ["LtWt", "RtWt", "Back"]
     recipe = TensorRecipe.from_dict(json.loads((out / "recipe.json").read_text()))
     from quantize.data import load_windows
+    from quantize.train import recipe_sensors
+
+    assert recipe_sensors(recipe) == ("LtWt", "RtWt", "Back")
 
     window = load_windows(tiny_data, progress=False).windows[0]
     rows = np.abs(unwrap_image(tensorize(window, recipe))).max(axis=(1, 2))  # 12 rows: sensor x (A, G)
