@@ -102,3 +102,20 @@ def test_plugin_writes_junit_and_report(tmp_path):
     assert "**FAIL**" in report and "one is not two" in report
     assert "| speed | 61 | x | >= 50 | yes |" in report
     assert "<testcase" in (tmp_path / "out" / "junit.xml").read_text()
+
+
+def test_link_check_allows_only_what_the_rig_could_not_deliver():
+    """Frames missing at the hub pass only when the rig's own overrun explains them."""
+    from types import SimpleNamespace
+
+    from hil_tests.checks import link_problems
+
+    def run(decoded, overflow):
+        return SimpleNamespace(starts=1, hub_health={"source": {"counters": {"frames": decoded}}},
+                               rig_counters={"frames_sent": 90000, "bytes_sent": 8_280_000,
+                                             "tx_overflow_bytes": overflow})
+
+    assert link_problems(run(90000, 0)) == []
+    assert link_problems(run(89996, 216)) == []  # 216 B = 3 frames of 92 B, + 2
+    assert "rig sent 90000" in link_problems(run(89999, 0))[0]
+    assert "explain at most 3" in link_problems(run(89990, 50))[0]
