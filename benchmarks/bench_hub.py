@@ -7,6 +7,16 @@ Figures recorded (``python -m benchmarks hub``):
     turning, bending and reaching without a load) streamed through the
     aligner and the lift detector; scored against ``events.csv`` with
     :func:`edge.lift_detector.match_lifts`.
+``hub_gate_*``
+    The lift gate (``edge.lift_gate``, ``quantize train-gate``): a gate is
+    trained with the bundle's recipe on twelve 20-minute shifts (seeds
+    101-112); then on held-out shifts (seed 21 and seeds 201-210, none used
+    for fitting or for the threshold) every window the hub's aligner and
+    detector find is put through the gate and the bundle's model, as
+    ``edge run`` does: lift recall, false windows per hour and false buzzes
+    per hour (false windows the model calls high) with and without the gate,
+    and the gate's time per window. ``python -m benchmarks.bench_hub gate``
+    runs only these.
 ``hub_replay_speed``
     ``edge run --source replay://SHIFT?speed=0`` as a real process: the
     shift's duration divided by the time between the daemon's ``start``
@@ -109,6 +119,83 @@ def bench_detection(shift: Path) -> None:
     _log(note)
     record("hub_lift_recall", round(r["recall"], 4), "fraction", ">= 0.98", r["recall"] >= 0.98, note)
     record("hub_false_windows_per_hour", round(r["false"] / hours, 1), "1/h", None, None, note)
+
+
+GATE_TRAIN_SEEDS = tuple(range(101, 113))
+GATE_HELD_OUT_SEEDS = (21,) + tuple(range(201, 211))
+
+
+def bench_gate(bundle_path: Path, key: Path, what: str, tmp: Path) -> None:
+    """Lift recall and false buzzes per hour with and without a lift gate, on held-out shifts."""
+    import numpy as np
+
+    from edge.bundle import load_bundle
+    from edge.classify import detect_in_trial
+    from edge.dataset import read_trial_csv
+    from edge.lift_detector import match_lifts
+    from edge.lift_gate import LiftGate
+    from quantize.lift_gate import ensure_shift, read_truth
+
+    bundle = load_bundle(bundle_path, trusted_keys=[key])
+    recipe_path = tmp / "gate_recipe.json"
+    bundle.recipe.save(recipe_path)
+    work = tmp / "gate_shifts"
+    work.mkdir(exist_ok=True)
+    _log(f"training a lift gate on {len(GATE_TRAIN_SEEDS)} 20-min shifts (seeds {GATE_TRAIN_SEEDS[0]}-"
+         f"{GATE_TRAIN_SEEDS[-1]}) ...")
+    _quantize(["train-gate", "--recipe", recipe_path, "--out", tmp / "gate.json", "--synth-minutes", 20,
+               "--seeds", ",".join(map(str, GATE_TRAIN_SEEDS)), "--work", work])
+    gate = LiftGate.from_dict(json.loads((tmp / "gate.json").read_text()), recipe=bundle.recipe)
+    lifts = hours = 0.0
+    found = {False: 0, True: 0}
+    false_windows = {False: 0, True: 0}
+    false_buzz = {False: 0, True: 0}
+    high_lift_buzz = {False: 0, True: 0}
+    gate_ms: list = []
+    for seed in GATE_HELD_OUT_SEEDS:
+        _log(f"held-out shift seed {seed}: detector, gate, model ...")
+        folder = ensure_shift(work, seed, 20.0)
+        rec = read_trial_csv(folder / "shift.csv")
+        truth = read_truth(folder)
+        wins = [w for w in detect_in_trial(rec.samples, rec.timestamps, bundle.recipe) if w.skip_reason is None]
+        m = match_lifts([(w.start_index, w.end_index) for w in wins], truth)
+        matched = {d for _, d in m["matches"]}
+        lifts += len(truth)
+        hours += len(rec.samples) / 25.0 / 3600.0
+        for j, w in enumerate(wins):
+            t0 = time.perf_counter()
+            p_lift = gate.probability(w.window)
+            gate_ms.append((time.perf_counter() - t0) * 1000.0)
+            high = bundle.classify(w.window).risk == "high"
+            for use_gate in (False, True):
+                passed = (not use_gate) or p_lift >= gate.threshold
+                if not passed:
+                    continue
+                if j in matched:
+                    found[use_gate] += 1
+                    high_lift_buzz[use_gate] += int(high)
+                else:
+                    false_windows[use_gate] += 1
+                    false_buzz[use_gate] += int(high)
+    bundle.close()
+    rec_no, rec_gate = found[False] / lifts, found[True] / lifts
+    fb_no, fb_gate = false_buzz[False] / hours, false_buzz[True] / hours
+    fw_no, fw_gate = false_windows[False] / hours, false_windows[True] / hours
+    note = (f"{len(GATE_HELD_OUT_SEEDS)} held-out 20-min liftsim shifts (seeds 21, 201-210; {hours:.2f} h, "
+            f"{int(lifts)} lifts), gate trained on seeds 101-112 (threshold {gate.threshold:.3f}), model {what}: "
+            f"lift recall {rec_no:.3f} without / {rec_gate:.3f} with the gate; false windows {fw_no:.1f} -> "
+            f"{fw_gate:.1f} per hour; false buzzes {fb_no:.1f} -> {fb_gate:.1f} per hour; buzzes on lifts the model "
+            f"calls high {high_lift_buzz[False]} -> {high_lift_buzz[True]}")
+    _log(note)
+    record("hub_gate_lift_recall", round(rec_gate, 4), "fraction", ">= 0.98", rec_gate >= 0.98, note)
+    record("hub_gate_lift_recall_without", round(rec_no, 4), "fraction", None, None, note)
+    record("hub_gate_false_windows_per_hour", round(fw_gate, 1), "1/h", None, None, note)
+    record("hub_gate_false_windows_per_hour_without", round(fw_no, 1), "1/h", None, None, note)
+    record("hub_gate_false_buzzes_per_hour", round(fb_gate, 1), "1/h", None, None, note)
+    record("hub_gate_false_buzzes_per_hour_without", round(fb_no, 1), "1/h", None, None, note)
+    med = float(np.median(gate_ms))
+    record("hub_gate_ms_per_window", round(med, 2), "ms", None, None,
+           f"median time of LiftGate.probability per detected window (numpy, one thread), {len(gate_ms)} windows")
 
 
 def bench_replay_speed(shift: Path, bundle: Path, key: Path, what: str, tmp: Path) -> None:
@@ -224,6 +311,8 @@ def main() -> None:
         _quantize(["synth-shift", "--out", shift, "--minutes", 20, "--seed", 21])
         bench_detection(shift)
         bundle, key, what = _bundle(tmp)
+        _log("lift gate ...")
+        bench_gate(bundle, key, what, tmp)
         _log("accelerated replay ...")
         bench_replay_speed(shift, bundle, key, what, tmp)
         _log("real-time run (60 s) ...")
@@ -234,5 +323,14 @@ def main() -> None:
         bench_latency(busy, bundle, key, what, tmp)
 
 
+def main_gate() -> None:
+    """Run only the lift gate figures (``python -m benchmarks.bench_hub gate``)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with tempfile.TemporaryDirectory(prefix="bench-gate-") as tmp_name:
+        tmp = Path(tmp_name)
+        bundle, key, what = _bundle(tmp)
+        bench_gate(bundle, key, what, tmp)
+
+
 if __name__ == "__main__":
-    main()
+    main_gate() if sys.argv[1:] == ["gate"] else main()
