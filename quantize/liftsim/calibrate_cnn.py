@@ -1,0 +1,336 @@
+"""Recalibrate LiftSim's difficulty kappa with the paper's CNN (issue 3, item 5).
+
+For every kappa and seed this script
+
+1. simulates the default 720-trial cohort with the current generator
+   (``python -m quantize synth --out DATA --seed S --difficulty K``),
+2. trains the paper's proposed model on a random stratified 75/25 split
+   (``python -m quantize train --data DATA --model proposed --split random
+   --seed S --out RUN --epochs E``), which uses the paper's filter and tensor
+   through :mod:`quantize.data` / :mod:`edge.signal_path`,
+3. reads ``RUN/metrics.json``,
+
+then writes ``OUT/calib_cnn.csv`` (one row per run) and ``OUT/calib_cnn.md``
+(one row per kappa: accuracy mean +- SD and min-max, mean recall per class,
+whether the recalls are ordered low < medium <= high, and whether the kappa is
+accepted: mean accuracy in [0.85, 0.93] and ordered recalls; the same rule as
+the proxy calibration in :mod:`quantize.liftsim.calibrate`).
+
+Both steps run as child processes of the ordinary ``quantize`` command line,
+so each run is exactly what a user would type, TensorFlow's memory is returned
+after every run, and a crash in one run is reported with its log file.
+
+The work is resumable: a cohort folder with its ``synth_done.json`` marker is
+not simulated again, and a run folder with ``metrics.json`` is not trained
+again, so an interrupted sweep picks up where it stopped. One progress line
+per run goes to stderr.
+
+Example::
+
+    nice python -m quantize.liftsim.calibrate_cnn --kappas 1.0 --seeds 0,1,2,3,4 \\
+        --epochs 40 --out runs/calib_cnn
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from edge.errors import ConfigError, LiftGuardError
+
+HELP = "recalibrate the simulator's difficulty with the paper's proposed CNN (synth + train per kappa and seed)"
+
+#: The paper's three-class accuracy band the calibration must land in.
+ACCURACY_BAND = (0.85, 0.93)
+CLASSES = ("low", "medium", "high")
+CSV_FIELDS = ("kappa", "seed", "accuracy", "rk", "recall_low", "recall_medium", "recall_high", "epochs_max",
+              "epochs_run", "synth_seconds", "train_seconds", "n_test", "run")
+
+
+class CalibrationRunError(LiftGuardError):
+    """A child ``quantize synth`` or ``quantize train`` process failed."""
+
+
+def parse_floats(text: str, flag: str) -> List[float]:
+    """Parse a comma-separated list of numbers given to ``flag``.
+
+    Raises:
+        ConfigError: If an item is not a number.
+    """
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            out.append(float(item))
+        except ValueError:
+            raise ConfigError(f"{flag}: {item!r} is not a number; expected e.g. 1.0,1.25") from None
+    if not out:
+        raise ConfigError(f"{flag}: empty list; expected at least one value")
+    return out
+
+
+def parse_seeds(text: str) -> List[int]:
+    """Parse ``--seeds``: a comma-separated list of integers (``0,1,2``) or a range ``0-4``.
+
+    Raises:
+        ConfigError: If an item is not a non-negative integer.
+    """
+    seeds: List[int] = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            if "-" in item:
+                lo, hi = (int(p) for p in item.split("-", 1))
+                seeds.extend(range(lo, hi + 1))
+            else:
+                seeds.append(int(item))
+        except ValueError:
+            raise ConfigError(f"--seeds: {item!r} is not an integer or a range like 0-4") from None
+    if not seeds or min(seeds) < 0:
+        raise ConfigError(f"--seeds {text!r}: expected non-negative integers, e.g. 0,1,2,3,4")
+    return seeds
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of the CNN calibration."""
+    parser.add_argument("--kappas", default="1.0", help="comma-separated difficulty values (default 1.0)")
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="cohort = split = training seeds (default 0,1,2,3,4)")
+    parser.add_argument("--epochs", type=int, default=40, help="epoch cap of each training run (default 40)")
+    parser.add_argument("--out", type=Path, default=Path("runs/calib_cnn"), help="output folder (default runs/calib_cnn)")
+    parser.add_argument("--model", default="proposed", help="model to train (default proposed, the paper's)")
+    parser.add_argument("--synth-workers", type=int, default=1, help="processes for quantize synth (default 1)")
+    parser.add_argument("--keep-data", action="store_true",
+                        help="keep each simulated cohort after its run (default: delete it once trained; the same seed rebuilds it)")
+    parser.add_argument("--summary-only", action="store_true", help="only rebuild the tables from finished runs")
+
+
+def tag(kappa: float, seed: int) -> str:
+    """Folder name of one (kappa, seed) run, e.g. ``k1_s0`` or ``k0.75_s3``."""
+    return f"k{kappa:g}_s{seed}"
+
+
+def run_child(cmd: Sequence[str], log_path: Path, what: str) -> float:
+    """Run one ``quantize`` child process with its output in ``log_path``; return its wall time.
+
+    Raises:
+        CalibrationRunError: If the child exits with a non-zero status.
+    """
+    t0 = time.monotonic()
+    with open(log_path, "w") as log:
+        status = subprocess.call(list(cmd), stdout=log, stderr=subprocess.STDOUT)
+    if status != 0:
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+        raise CalibrationRunError(f"{what} failed (exit {status}); see {log_path}: " + " | ".join(tail))
+    return time.monotonic() - t0
+
+
+def synthesize(data_dir: Path, kappa: float, seed: int, workers: int) -> float:
+    """Simulate one cohort unless its marker says it is complete; return seconds spent (0 if reused)."""
+    marker = data_dir / "synth_done.json"
+    if marker.exists() and (data_dir / "index.csv").exists():
+        return float(json.loads(marker.read_text()).get("seconds", 0.0))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "quantize", "synth", "--out", str(data_dir), "--seed", str(seed),
+           "--difficulty", f"{kappa:g}", "--workers", str(workers), "--no-progress"]
+    seconds = run_child(cmd, data_dir.parent / f"{data_dir.name}.synth.log", f"synth kappa {kappa:g} seed {seed}")
+    marker.write_text(json.dumps({"kappa": kappa, "seed": seed, "seconds": round(seconds, 1), "command": cmd}) + "\n")
+    return seconds
+
+
+def train(data_dir: Path, run_dir: Path, seed: int, epochs: int, model: str) -> float:
+    """Train one model on ``data_dir`` into ``run_dir``; return wall seconds."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "quantize", "train", "--data", str(data_dir), "--model", model, "--split", "random",
+           "--seed", str(seed), "--out", str(run_dir), "--epochs", str(epochs), "--quiet"]
+    return run_child(cmd, run_dir.parent / f"{run_dir.name}.train.log", f"train {run_dir.name}")
+
+
+def read_run(run_dir: Path, kappa: float, seed: int, synth_seconds: float, train_seconds: float) -> Dict[str, object]:
+    """One CSV row from ``RUN/metrics.json`` and ``RUN/config.json``.
+
+    Raises:
+        CalibrationRunError: If ``metrics.json`` lacks a field this table needs.
+    """
+    path = run_dir / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+        config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
+        row = {"kappa": kappa, "seed": seed, "accuracy": float(metrics["accuracy"]), "rk": float(metrics["rk"]),
+               **{f"recall_{c}": float(metrics[c]["recall"]) for c in CLASSES},
+               "n_test": int(metrics["n"])}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CalibrationRunError(f"{path}: cannot read accuracy/rk/recall per class ({exc!r})") from None
+    row.update({"epochs_max": config.get("epochs_max", ""), "epochs_run": config.get("epochs_run", ""),
+                "synth_seconds": round(synth_seconds, 1), "train_seconds": round(train_seconds, 1),
+                "run": str(run_dir)})
+    return row
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def _sd(xs: Sequence[float]) -> float:
+    """Population SD (as in the proxy table, numpy's default)."""
+    m = _mean(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs))
+
+
+def summarize(rows: Sequence[Dict[str, object]], wanted_seeds: Optional[Sequence[int]] = None) -> List[Dict[str, object]]:
+    """Per kappa: accuracy mean/SD/min/max, mean recalls, ordering and acceptance.
+
+    Args:
+        rows: Per-run rows as made by :func:`read_run`.
+        wanted_seeds: Seeds asked for; the summary says which of them are missing.
+
+    Returns:
+        One dict per kappa, sorted by kappa. ``accepted`` needs the mean accuracy
+        inside :data:`ACCURACY_BAND`, mean recalls ordered low < medium <= high,
+        and at least 5 finished seeds.
+    """
+    out = []
+    for kappa in sorted({float(r["kappa"]) for r in rows}):
+        sel = [r for r in rows if float(r["kappa"]) == kappa]
+        accs = [float(r["accuracy"]) for r in sel]
+        rec = {c: _mean([float(r[f"recall_{c}"]) for r in sel]) for c in CLASSES}
+        ordered = rec["low"] < rec["medium"] <= rec["high"]
+        mean_acc = _mean(accs)
+        seeds = sorted(int(r["seed"]) for r in sel)
+        missing = sorted(set(wanted_seeds or []) - set(seeds))
+        out.append({"kappa": kappa, "seeds": seeds, "missing_seeds": missing, "accuracy_mean": mean_acc,
+                    "accuracy_sd": _sd(accs), "accuracy_min": min(accs), "accuracy_max": max(accs),
+                    "rk_mean": _mean([float(r["rk"]) for r in sel]),
+                    **{f"recall_{c}": rec[c] for c in CLASSES}, "recall_ordered": ordered,
+                    "accepted": bool(ACCURACY_BAND[0] <= mean_acc <= ACCURACY_BAND[1] and ordered and len(sel) >= 5),
+                    "train_seconds_mean": _mean([float(r["train_seconds"] or 0) for r in sel])})
+    return out
+
+
+def summary_markdown(summary: Sequence[Dict[str, object]], epochs: int) -> str:
+    """The CNN calibration table as markdown (one row per kappa)."""
+    lines = ["| kappa | seeds | CNN accuracy mean +- SD (min-max) | RK mean | recall low / medium / high | ordered | accepted |",
+             "|---|---|---|---|---|---|---|"]
+    for s in summary:
+        seeds = ",".join(str(x) for x in s["seeds"])
+        if s["missing_seeds"]:
+            seeds += " (unfinished: " + ",".join(str(x) for x in s["missing_seeds"]) + ")"
+        lines.append(f"| {s['kappa']:g} | {len(s['seeds'])} ({seeds}) | {s['accuracy_mean']:.3f} +- "
+                     f"{s['accuracy_sd']:.3f} ({s['accuracy_min']:.3f}-{s['accuracy_max']:.3f}) | "
+                     f"{s['rk_mean']:.3f} | {s['recall_low']:.2f} / {s['recall_medium']:.2f} / "
+                     f"{s['recall_high']:.2f} | {'yes' if s['recall_ordered'] else 'no'} | "
+                     f"{'yes' if s['accepted'] else 'no'} |")
+    lines.append("")
+    lines.append(f"Proposed model, random stratified 75/25 split, at most {epochs} epochs; SD over seeds "
+                 f"(population); accepted = mean accuracy in [{ACCURACY_BAND[0]}, {ACCURACY_BAND[1]}], recalls "
+                 f"ordered low < medium <= high, >= 5 seeds.")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(out: Path, rows: Sequence[Dict[str, object]], wanted_seeds: Sequence[int], epochs: int) -> str:
+    """Write ``calib_cnn.csv`` and ``calib_cnn.md`` under ``out``; return the markdown."""
+    rows = sorted(rows, key=lambda r: (float(r["kappa"]), int(r["seed"])))
+    with open(out / "calib_cnn.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: r.get(k, "") for k in CSV_FIELDS})
+    md = summary_markdown(summarize(rows, wanted_seeds), epochs) if rows else "no finished runs\n"
+    (out / "calib_cnn.md").write_text(md)
+    (out / "calib_cnn.json").write_text(json.dumps({"summary": summarize(rows, wanted_seeds) if rows else [],
+                                                    "runs": rows}, indent=1) + "\n")
+    return md
+
+
+def calibrate(kappas: Sequence[float], seeds: Sequence[int], epochs: int, out: Path, model: str = "proposed",
+              synth_workers: int = 1, keep_data: bool = False, summary_only: bool = False) -> str:
+    """Run (or resume) every (kappa, seed) and write the tables; return the markdown table."""
+    out = Path(out)
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    rows: List[Dict[str, object]] = []
+    total = len(kappas) * len(seeds)
+    t_all = time.monotonic()
+    for i, (kappa, seed) in enumerate(((k, s) for k in kappas for s in seeds), start=1):
+        name = tag(kappa, seed)
+        data_dir, run_dir = out / "data" / name, out / "runs" / name
+        timing_path = run_dir / "calib_timing.json"
+        if (run_dir / "metrics.json").exists():
+            timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
+            row = read_run(run_dir, kappa, seed, timing.get("synth_seconds", 0.0), timing.get("train_seconds", 0.0))
+            status = "done before"
+        elif summary_only:
+            print(f"[{i}/{total}] kappa {kappa:g} seed {seed}: not run", file=sys.stderr, flush=True)
+            continue
+        else:
+            print(f"[{i}/{total}] kappa {kappa:g} seed {seed}: simulating ...", file=sys.stderr, flush=True)
+            synth_s = synthesize(data_dir, kappa, seed, synth_workers)
+            print(f"[{i}/{total}] kappa {kappa:g} seed {seed}: cohort ready ({synth_s:.0f} s); training {model} "
+                  f"(<= {epochs} epochs) ...", file=sys.stderr, flush=True)
+            train_s = train(data_dir, run_dir, seed, epochs, model)
+            timing_path.write_text(json.dumps({"synth_seconds": round(synth_s, 1),
+                                               "train_seconds": round(train_s, 1)}) + "\n")
+            row = read_run(run_dir, kappa, seed, synth_s, train_s)
+            status = "new"
+            if not keep_data:  # the run folder keeps split.json and predictions; the cohort is reproducible
+                shutil.rmtree(data_dir)
+        rows.append(row)
+        print(f"[{i}/{total}] kappa {kappa:g} seed {seed} ({status}): accuracy {row['accuracy']:.3f}, "
+              f"RK {row['rk']:.3f}, recall low/medium/high {row['recall_low']:.2f}/{row['recall_medium']:.2f}/"
+              f"{row['recall_high']:.2f}, {row['epochs_run']} epochs; synth {row['synth_seconds']:.0f} s, "
+              f"train {row['train_seconds']:.0f} s", file=sys.stderr, flush=True)
+        write_tables(out, rows, seeds, epochs)  # partial tables after every run
+    md = write_tables(out, rows, seeds, epochs)
+    print(f"{len(rows)} of {total} runs in the table ({time.monotonic() - t_all:.0f} s this session); "
+          f"{out / 'calib_cnn.md'}", file=sys.stderr, flush=True)
+    return md
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point after parsing; prints the markdown table to stdout."""
+    kappas = parse_floats(args.kappas, "--kappas")
+    seeds = parse_seeds(args.seeds)
+    if args.epochs < 1:
+        raise ConfigError(f"--epochs {args.epochs}: expected a positive number of epochs")
+    if args.synth_workers < 1:
+        raise ConfigError(f"--synth-workers {args.synth_workers}: expected at least 1")
+    for k in kappas:
+        if not 0.0 <= k <= 5.0:
+            raise ConfigError(f"--kappas: {k:g} is out of range; expected 0 to 5 (the generator's difficulty range)")
+    md = calibrate(kappas, seeds, args.epochs, args.out, model=args.model, synth_workers=args.synth_workers,
+                   keep_data=args.keep_data, summary_only=args.summary_only)
+    print(md, end="")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m quantize.liftsim.calibrate_cnn``: parse, run, and turn errors into one-line messages."""
+    parser = argparse.ArgumentParser(prog="python -m quantize.liftsim.calibrate_cnn", description=HELP)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except LiftGuardError as exc:
+        if args.debug:
+            raise
+        print(f"calibrate_cnn: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("calibrate_cnn: interrupted; finished runs are kept, run again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
