@@ -1,0 +1,100 @@
+"""Tests of quantize.liftsim.calibrate_cnn's bookkeeping (no simulation or training; < 2 s).
+
+The full sweep (synth + CNN training per kappa and seed) takes minutes per run
+and is exercised by running the module itself; these tests check the table
+maths, the acceptance rule, resuming from finished runs and error messages.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+
+import pytest
+
+from edge.errors import ConfigError
+from quantize.liftsim import calibrate_cnn as cc
+
+
+def fake_run(run_dir, accuracy, recalls, epochs_run=40):
+    """Write the two files calibrate_cnn reads from a finished ``quantize train`` run."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics = {"accuracy": accuracy, "rk": accuracy - 0.1, "n": 180,
+               **{c: {"recall": r, "precision": 0.9, "f1": 0.9, "support": 60} for c, r in zip(cc.CLASSES, recalls)}}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    (run_dir / "config.json").write_text(json.dumps({"epochs_max": 40, "epochs_run": epochs_run}))
+
+
+def rows_for(kappa, accs, recalls):
+    return [{"kappa": kappa, "seed": s, "accuracy": a, "rk": a - 0.1, "recall_low": recalls[0],
+             "recall_medium": recalls[1], "recall_high": recalls[2], "train_seconds": 100.0}
+            for s, a in enumerate(accs)]
+
+
+def test_summary_statistics_and_acceptance():
+    rows = rows_for(1.0, [0.86, 0.88, 0.90, 0.92, 0.94], (0.70, 0.80, 0.95))
+    rows += rows_for(2.0, [0.80, 0.82, 0.84, 0.86, 0.88], (0.70, 0.80, 0.95))  # mean 0.84: outside the band
+    rows += rows_for(0.5, [0.90] * 5, (0.90, 0.85, 0.95))  # low above medium: not ordered
+    summary = {s["kappa"]: s for s in cc.summarize(rows, wanted_seeds=range(5))}
+    s1 = summary[1.0]
+    assert s1["accuracy_mean"] == pytest.approx(0.90)
+    assert s1["accuracy_sd"] == pytest.approx(0.028284271, rel=1e-6)  # population SD
+    assert (s1["accuracy_min"], s1["accuracy_max"]) == (0.86, 0.94)
+    assert s1["recall_ordered"] and s1["accepted"]
+    assert not summary[2.0]["accepted"] and summary[2.0]["recall_ordered"]
+    assert not summary[0.5]["recall_ordered"] and not summary[0.5]["accepted"]
+
+
+def test_fewer_than_five_seeds_is_never_accepted_and_missing_seeds_are_named():
+    rows = rows_for(1.0, [0.90, 0.90, 0.90], (0.70, 0.80, 0.95))
+    (s,) = cc.summarize(rows, wanted_seeds=[0, 1, 2, 3, 4])
+    assert s["missing_seeds"] == [3, 4] and not s["accepted"]
+    md = cc.summary_markdown([s], epochs=40)
+    assert "unfinished: 3,4" in md and "| no |" in md
+
+
+def test_resume_reads_finished_runs_without_running_anything(tmp_path, capsys):
+    out = tmp_path / "calib"
+    fake_run(out / "runs" / "k1_s0", 0.9, (0.7, 0.8, 0.95))
+    fake_run(out / "runs" / "k1_s1", 0.8, (0.6, 0.9, 1.0))
+    md = cc.calibrate([1.0], [0, 1, 2], epochs=40, out=out, summary_only=True)
+    err = capsys.readouterr().err
+    assert "kappa 1 seed 2: not run" in err and "done before" in err
+    assert "0.850 +- 0.050 (0.800-0.900)" in md and "unfinished: 2" in md
+    with open(out / "calib_cnn.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["seed"] for r in table] == ["0", "1"]
+    assert float(table[1]["recall_medium"]) == 0.9
+
+
+def test_broken_metrics_file_is_named(tmp_path):
+    run_dir = tmp_path / "runs" / "k1_s0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(json.dumps({"accuracy": 0.9}))
+    with pytest.raises(cc.CalibrationRunError, match="metrics.json"):
+        cc.read_run(run_dir, 1.0, 0, 0.0, 0.0)
+
+
+def test_failed_child_reports_its_log(tmp_path):
+    log = tmp_path / "child.log"
+    with pytest.raises(cc.CalibrationRunError, match="exit 3.*child.log.*boom"):
+        cc.run_child([sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], log, "synth")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "a"], "--seeds: 'a' is not an integer"),
+    (["--kappas", "1,x"], "--kappas: 'x' is not a number"),
+    (["--kappas", "9"], "out of range"),
+    (["--epochs", "0"], "--epochs 0"),
+])
+def test_bad_flags_give_one_line_errors(argv, message, tmp_path, capsys):
+    assert cc.main(argv + ["--out", str(tmp_path / "o"), "--summary-only"]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_seed_ranges():
+    assert cc.parse_seeds("0-2,5") == [0, 1, 2, 5]
+    with pytest.raises(ConfigError):
+        cc.parse_seeds("")
