@@ -10,8 +10,9 @@ Figures recorded (``python -m benchmarks hub``):
 ``hub_gate_*``
     The lift gate (``edge.lift_gate``, ``quantize train-gate``): a gate is
     trained with the bundle's recipe on twelve 20-minute shifts (seeds
-    101-112); then on held-out shifts (seed 21 and seeds 201-210, none used
-    for fitting or for the threshold) every window the hub's aligner and
+    101-112, lift protocols P1/P2/P3 in turn: lift-hold-return, place
+    elsewhere, lift-and-hold); then on held-out shifts (seed 21 with P1,
+    seeds 201-209 with P1/P2/P3; none used for fitting or for the threshold) every window the hub's aligner and
     detector find is put through the gate and the bundle's model, as
     ``edge run`` does: lift recall, false windows per hour and false buzzes
     per hour (false windows the model calls high) with and without the gate,
@@ -122,7 +123,8 @@ def bench_detection(shift: Path) -> None:
 
 
 GATE_TRAIN_SEEDS = tuple(range(101, 113))
-GATE_HELD_OUT_SEEDS = (21,) + tuple(range(201, 211))
+#: Held-out shifts: (seed, lift protocol); seed 21 is the detection benchmark's shift.
+GATE_HELD_OUT = ((21, "P1"),) + tuple((s, ("P1", "P2", "P3")[i % 3]) for i, s in enumerate(range(201, 210)))
 
 
 def bench_gate(bundle_path: Path, key: Path, what: str, tmp: Path) -> None:
@@ -152,9 +154,9 @@ def bench_gate(bundle_path: Path, key: Path, what: str, tmp: Path) -> None:
     false_buzz = {False: 0, True: 0}
     high_lift_buzz = {False: 0, True: 0}
     gate_ms: list = []
-    for seed in GATE_HELD_OUT_SEEDS:
-        _log(f"held-out shift seed {seed}: detector, gate, model ...")
-        folder = ensure_shift(work, seed, 20.0)
+    for seed, protocol in GATE_HELD_OUT:
+        _log(f"held-out shift seed {seed} ({protocol}): detector, gate, model ...")
+        folder = ensure_shift(work, seed, 20.0, protocol)
         rec = read_trial_csv(folder / "shift.csv")
         truth = read_truth(folder)
         wins = [w for w in detect_in_trial(rec.samples, rec.timestamps, bundle.recipe) if w.skip_reason is None]
@@ -181,8 +183,9 @@ def bench_gate(bundle_path: Path, key: Path, what: str, tmp: Path) -> None:
     rec_no, rec_gate = found[False] / lifts, found[True] / lifts
     fb_no, fb_gate = false_buzz[False] / hours, false_buzz[True] / hours
     fw_no, fw_gate = false_windows[False] / hours, false_windows[True] / hours
-    note = (f"{len(GATE_HELD_OUT_SEEDS)} held-out 20-min liftsim shifts (seeds 21, 201-210; {hours:.2f} h, "
-            f"{int(lifts)} lifts), gate trained on seeds 101-112 (threshold {gate.threshold:.3f}), model {what}: "
+    note = (f"{len(GATE_HELD_OUT)} held-out 20-min liftsim shifts (seed 21 P1, seeds 201-209 protocols P1/P2/P3 in "
+            f"turn; {hours:.2f} h, {int(lifts)} lifts), gate trained on seeds 101-112 (P1/P2/P3 in turn; threshold "
+            f"{gate.threshold:.3f}), model {what}: "
             f"lift recall {rec_no:.3f} without / {rec_gate:.3f} with the gate; false windows {fw_no:.1f} -> "
             f"{fw_gate:.1f} per hour; false buzzes {fb_no:.1f} -> {fb_gate:.1f} per hour; buzzes on lifts the model "
             f"calls high {high_lift_buzz[False]} -> {high_lift_buzz[True]}")

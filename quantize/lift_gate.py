@@ -71,6 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-shifts", default="", metavar="DIR1,DIR2", help="held-out shift folders")
     parser.add_argument("--eval-seeds", default="", metavar="S1,S2",
                         help="with --synth-minutes: held-out shift seeds (must differ from the training seeds)")
+    parser.add_argument("--protocols", default="P1,P2,P3", metavar="P1,P2,P3",
+                        help="with --synth-minutes: lift protocols of the simulated shifts, taken in turn per seed "
+                             "(default P1,P2,P3: lift-hold-return, place elsewhere, lift-and-hold)")
     parser.add_argument("--work", type=Path, default=None,
                         help="where simulated shifts go (default: OUT's folder/gate_shifts); existing ones are reused")
     parser.add_argument("--min-recall", type=float, default=DEFAULT_MIN_RECALL,
@@ -91,21 +94,30 @@ def shift_seed(folder: Path) -> Optional[int]:
         return None
 
 
-def ensure_shift(work: Path, seed: int, minutes: float) -> Path:
-    """Simulate the shift of ``seed`` into ``work/shift_S`` unless it is already there with that length."""
+def shift_protocol(folder: Path) -> Optional[str]:
+    """The lift protocol (P1/P2/P3) of a shift folder (``shift.json``), or None if unknown."""
+    try:
+        return str(json.loads((folder / "shift.json").read_text())["options"].get("protocol", "P1"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def ensure_shift(work: Path, seed: int, minutes: float, protocol: str = "P1") -> Path:
+    """Simulate the shift of ``seed`` with lift ``protocol`` into ``work/shift_S_P`` unless it is already there."""
     from .liftsim.cli_shift import write_shift
     from .liftsim.options import SimOptions
 
-    folder = work / f"shift_{seed}"
+    folder = work / f"shift_{seed}_{protocol}"
     info = folder / "shift.json"
     if info.is_file() and (folder / "events.csv").is_file():
         try:
             d = json.loads(info.read_text())
-            if d.get("seed") == seed and abs(float(d.get("minutes", -1)) - minutes) < 1e-9:
+            if (d.get("seed") == seed and abs(float(d.get("minutes", -1)) - minutes) < 1e-9
+                    and d.get("options", {}).get("protocol") == protocol):
                 return folder
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             pass
-    write_shift(folder, minutes, seed, SimOptions())
+    write_shift(folder, minutes, seed, SimOptions(protocol=protocol))
     return folder
 
 
@@ -158,7 +170,7 @@ def shift_windows(folder: Path, recipe: Any, detector_settings: Any = None) -> D
         labels[d] = True
     feats = (np.stack([gate_features(w.window, recipe) for w in usable]) if usable
              else np.zeros((0, len(FEATURE_NAMES))))
-    return {"folder": str(folder), "seed": shift_seed(folder), "hours": rec.samples.shape[0] / recipe.sample_rate_hz
+    return {"folder": str(folder), "seed": shift_seed(folder), "protocol": shift_protocol(folder), "hours": rec.samples.shape[0] / recipe.sample_rate_hz
             / 3600.0, "truth": truth, "windows": spans, "labels": labels, "features": feats,
             "skipped": len(wins) - len(usable), "raw": [w.window for w in usable]}
 
@@ -270,7 +282,7 @@ def train_gate(train: Sequence[Dict[str, Any]], recipe: Any, *, min_recall: floa
     in_sample = [_probs(*params, s["features"]) for s in train]
     metrics = {
         "trained": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "train_shifts": [{"folder": s["folder"], "seed": s["seed"]} for s in train],
+        "train_shifts": [{"folder": s["folder"], "seed": s["seed"], "protocol": s.get("protocol")} for s in train],
         "train_windows": int(len(y)), "train_lift_windows": int(y.sum()), "train_other_windows": int((~y).sum()),
         "min_recall": min_recall, "threshold_from": how, "C": c, "seed": seed,
         "excluded_features": sorted(set(exclude)),
@@ -288,7 +300,7 @@ def evaluate(gate: Any, shifts: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     probs = [np.array([gate.probability_of_features(f) for f in s["features"]]) for s in shifts]
     per = []
     for s, p in zip(shifts, probs):
-        per.append({"folder": s["folder"], "seed": s["seed"], "without": score([s], [p], None),
+        per.append({"folder": s["folder"], "seed": s["seed"], "protocol": s.get("protocol"), "without": score([s], [p], None),
                     "with": score([s], [p], gate.threshold),
                     "missed_lift_probs": [round(float(v), 4) for v in p[s["labels"] & (p < gate.threshold)]]})
     return {"shifts": per, "without": score(shifts, probs, None), "with": score(shifts, probs, gate.threshold)}
@@ -302,14 +314,15 @@ def write_report(path: Path, gate: Any, metrics: Dict[str, Any], held: Optional[
         return (f"| {name} | {r['found']}/{r['lifts']} = {r['recall']:.3f} | {r['found']}/{r['detected']} = "
                 f"{r['gate_recall']:.3f} | {r['false_windows']} | {r['false_windows_per_hour']:.1f} |")
 
+    trained_on = ", ".join(f"{s['seed']}/{s.get('protocol')}" for s in metrics["train_shifts"])
     lines = ["# Lift gate report", "",
              f"Written by `quantize train-gate` on {metrics['trained']}. Threshold {gate.threshold:.4f} "
              f"(chosen to pass >= {metrics['min_recall']} of the training shifts' detected lifts, "
              f"{metrics['threshold_from']} probabilities). {len(FEATURE_NAMES)} features"
              + (f" ({', '.join(metrics['excluded_features'])} excluded)" if metrics["excluded_features"] else "")
              + f", logistic regression C={metrics['C']}.", "",
-             f"Training: {len(metrics['train_shifts'])} shifts (seeds "
-             f"{', '.join(str(s['seed']) for s in metrics['train_shifts'])}), {metrics['train_windows']} detected "
+             f"Training: {len(metrics['train_shifts'])} shifts (seed/protocol {trained_on}), "
+             f"{metrics['train_windows']} detected "
              f"windows ({metrics['train_lift_windows']} lifts, {metrics['train_other_windows']} not lifts).", "",
              "Lift recall counts every true lift of events.csv (the detector's misses too); gate recall only the "
              "lifts the detector found.", "",
@@ -320,10 +333,11 @@ def write_report(path: Path, gate: Any, metrics: Dict[str, Any], held: Optional[
     if held:
         lines += [row(f"**held out** ({len(held['shifts'])} shifts), no gate", held["without"]),
                   row(f"**held out** ({len(held['shifts'])} shifts), gate", held["with"]), "",
-                  "Held-out shifts:", "", "| seed | hours | lifts | recall no gate / gate | false windows no gate / gate |",
-                  "|---|---|---|---|---|"]
+                  "Held-out shifts:", "",
+                  "| seed | protocol | hours | lifts | recall no gate / gate | false windows no gate / gate |",
+                  "|---|---|---|---|---|---|"]
         for s in held["shifts"]:
-            lines.append(f"| {s['seed']} | {s['without']['hours']:.2f} | {s['without']['lifts']} | "
+            lines.append(f"| {s['seed']} | {s['protocol']} | {s['without']['hours']:.2f} | {s['without']['lifts']} | "
                          f"{s['without']['recall']:.3f} / {s['with']['recall']:.3f} | "
                          f"{s['without']['false_windows']} / {s['with']['false_windows']} |")
         missed = [p for s in held["shifts"] for p in s["missed_lift_probs"]]
@@ -369,6 +383,10 @@ def run(args: argparse.Namespace) -> int:
     eval_dirs = [Path(p) for p in args.eval_shifts.split(",") if p.strip()]
     seeds = _int_list(args.seeds, "--seeds") if args.seeds else []
     eval_seeds = _int_list(args.eval_seeds, "--eval-seeds") if args.eval_seeds else []
+    protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    bad = [p for p in protocols if p not in ("P1", "P2", "P3")]
+    if bad or not protocols:
+        raise ConfigError(f"--protocols {args.protocols!r}; expected some of P1, P2, P3 separated by commas")
     if (seeds or eval_seeds) and args.synth_minutes is None:
         raise ConfigError("--seeds/--eval-seeds need --synth-minutes M (the length of the shifts to simulate)")
     if args.synth_minutes is not None and not 1 <= args.synth_minutes <= 24 * 60:
@@ -381,9 +399,12 @@ def run(args: argparse.Namespace) -> int:
     work = args.work or args.out.parent / "gate_shifts"
     if seeds or eval_seeds:
         work.mkdir(parents=True, exist_ok=True)
-        for s in seeds + eval_seeds:
-            print(f"train-gate: shift seed {s} ({args.synth_minutes:g} min) ...", file=sys.stderr, flush=True)
-            (train_dirs if s in seeds else eval_dirs).append(ensure_shift(work, s, args.synth_minutes))
+        for group, dirs in ((seeds, train_dirs), (eval_seeds, eval_dirs)):
+            for i, s in enumerate(group):
+                proto = protocols[i % len(protocols)]
+                print(f"train-gate: shift seed {s}, protocol {proto} ({args.synth_minutes:g} min) ...",
+                      file=sys.stderr, flush=True)
+                dirs.append(ensure_shift(work, s, args.synth_minutes, proto))
     if not train_dirs:
         raise ConfigError("no training shifts; give --shifts DIR1,DIR2 or --synth-minutes M --seeds S1,S2")
     train_seeds = {shift_seed(d) for d in train_dirs} - {None}
@@ -408,7 +429,8 @@ def run(args: argparse.Namespace) -> int:
                                exclude=exclude)
     held = evaluate(gate, held_shifts) if held_shifts else None
     if held:
-        gate.metrics["held_out"] = {"shifts": [{"folder": s["folder"], "seed": s["seed"]} for s in held["shifts"]],
+        gate.metrics["held_out"] = {"shifts": [{"folder": s["folder"], "seed": s["seed"], "protocol": s["protocol"]}
+                                               for s in held["shifts"]],
                                     "without_gate": held["without"], "with_gate": held["with"]}
     args.out.write_text(json.dumps(gate.to_dict(), indent=1) + "\n", encoding="utf-8")
     report = args.out.with_name("gate_report.md")
