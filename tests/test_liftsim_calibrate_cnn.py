@@ -24,6 +24,8 @@ def fake_run(run_dir, accuracy, recalls, epochs_run=40):
                **{c: {"recall": r, "precision": 0.9, "f1": 0.9, "support": 60} for c, r in zip(cc.CLASSES, recalls)}}
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     (run_dir / "config.json").write_text(json.dumps({"epochs_max": 40, "epochs_run": epochs_run}))
+    val = [0.5] * (epochs_run - 5) + [accuracy - 0.02, accuracy + 0.02, accuracy, accuracy - 0.04, accuracy + 0.04]
+    (run_dir / "history.json").write_text(json.dumps({"val_accuracy": val}))
 
 
 def rows_for(kappa, accs, recalls):
@@ -66,6 +68,9 @@ def test_resume_reads_finished_runs_without_running_anything(tmp_path, capsys):
         table = list(csv.DictReader(fh))
     assert [r["seed"] for r in table] == ["0", "1"]
     assert float(table[1]["recall_medium"]) == 0.9
+    assert float(table[0]["test_acc_last5_mean"]) == pytest.approx(0.9)
+    assert (float(table[0]["test_acc_last5_min"]), float(table[0]["test_acc_last5_max"])) == (0.86, 0.94)
+    assert md.splitlines()[2].endswith("| 0.850 |")  # last-5-epoch column, mean over the two runs
 
 
 def test_broken_metrics_file_is_named(tmp_path):

@@ -51,8 +51,11 @@ HELP = "recalibrate the simulator's difficulty with the paper's proposed CNN (sy
 #: The paper's three-class accuracy band the calibration must land in.
 ACCURACY_BAND = (0.85, 0.93)
 CLASSES = ("low", "medium", "high")
+#: Epochs at the end of training over which the per-epoch test accuracy is averaged (information only).
+LAST_EPOCHS = 5
 CSV_FIELDS = ("kappa", "seed", "accuracy", "rk", "recall_low", "recall_medium", "recall_high", "epochs_max",
-              "epochs_run", "synth_seconds", "train_seconds", "n_test", "run")
+              "epochs_run", "best_epoch", "test_acc_last5_mean", "test_acc_last5_min", "test_acc_last5_max",
+              "synth_seconds", "train_seconds", "n_test", "run")
 
 
 class CalibrationRunError(LiftGuardError):
@@ -172,10 +175,29 @@ def read_run(run_dir: Path, kappa: float, seed: int, synth_seconds: float, train
                "n_test": int(metrics["n"])}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CalibrationRunError(f"{path}: cannot read accuracy/rk/recall per class ({exc!r})") from None
+    row.update(last_epochs_accuracy(run_dir / "history.json"))
     row.update({"epochs_max": config.get("epochs_max", ""), "epochs_run": config.get("epochs_run", ""),
+                "best_epoch": config.get("best_epoch", ""),
                 "synth_seconds": round(synth_seconds, 1), "train_seconds": round(train_seconds, 1),
                 "run": str(run_dir)})
     return row
+
+
+def last_epochs_accuracy(history_path: Path, n: int = LAST_EPOCHS) -> Dict[str, object]:
+    """Mean/min/max test accuracy over the last ``n`` epochs of ``history.json`` (information only).
+
+    ``quantize train`` evaluates the test set after every epoch to draw its
+    curves; it never selects a model with it. The figure of record is
+    ``metrics.json`` (weights of the best *training*-loss epoch). The
+    last-epochs spread shows how much that figure depends on the epoch it
+    happens to come from. Empty values if the history is missing.
+    """
+    try:
+        val = [float(v) for v in json.loads(history_path.read_text())["val_accuracy"]][-n:]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"test_acc_last5_mean": "", "test_acc_last5_min": "", "test_acc_last5_max": ""}
+    return {"test_acc_last5_mean": round(_mean(val), 4), "test_acc_last5_min": round(min(val), 4),
+            "test_acc_last5_max": round(max(val), 4)}
 
 
 def _mean(xs: Sequence[float]) -> float:
@@ -212,6 +234,8 @@ def summarize(rows: Sequence[Dict[str, object]], wanted_seeds: Optional[Sequence
         out.append({"kappa": kappa, "seeds": seeds, "missing_seeds": missing, "accuracy_mean": mean_acc,
                     "accuracy_sd": _sd(accs), "accuracy_min": min(accs), "accuracy_max": max(accs),
                     "rk_mean": _mean([float(r["rk"]) for r in sel]),
+                    "test_acc_last5_mean": (_mean([float(r["test_acc_last5_mean"]) for r in sel])
+                                            if all(r.get("test_acc_last5_mean", "") != "" for r in sel) else None),
                     **{f"recall_{c}": rec[c] for c in CLASSES}, "recall_ordered": ordered,
                     "accepted": bool(ACCURACY_BAND[0] <= mean_acc <= ACCURACY_BAND[1] and ordered and len(sel) >= 5),
                     "train_seconds_mean": _mean([float(r["train_seconds"] or 0) for r in sel])})
@@ -220,21 +244,25 @@ def summarize(rows: Sequence[Dict[str, object]], wanted_seeds: Optional[Sequence
 
 def summary_markdown(summary: Sequence[Dict[str, object]], epochs: int) -> str:
     """The CNN calibration table as markdown (one row per kappa)."""
-    lines = ["| kappa | seeds | CNN accuracy mean +- SD (min-max) | RK mean | recall low / medium / high | ordered | accepted |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| kappa | seeds | CNN accuracy mean +- SD (min-max) | RK mean | recall low / medium / high | ordered "
+             "| accepted | test accuracy, last 5 epochs (info) |",
+             "|---|---|---|---|---|---|---|---|"]
     for s in summary:
-        seeds = ",".join(str(x) for x in s["seeds"])
+        seeds = f"{len(s['seeds'])}: " + ",".join(str(x) for x in s["seeds"])
         if s["missing_seeds"]:
-            seeds += " (unfinished: " + ",".join(str(x) for x in s["missing_seeds"]) + ")"
-        lines.append(f"| {s['kappa']:g} | {len(s['seeds'])} ({seeds}) | {s['accuracy_mean']:.3f} +- "
+            seeds += "; unfinished: " + ",".join(str(x) for x in s["missing_seeds"])
+        lines.append(f"| {s['kappa']:g} | {seeds} | {s['accuracy_mean']:.3f} +- "
                      f"{s['accuracy_sd']:.3f} ({s['accuracy_min']:.3f}-{s['accuracy_max']:.3f}) | "
                      f"{s['rk_mean']:.3f} | {s['recall_low']:.2f} / {s['recall_medium']:.2f} / "
                      f"{s['recall_high']:.2f} | {'yes' if s['recall_ordered'] else 'no'} | "
-                     f"{'yes' if s['accepted'] else 'no'} |")
+                     f"{'yes' if s['accepted'] else 'no'} | "
+                     + (f"{s['test_acc_last5_mean']:.3f} |" if s.get("test_acc_last5_mean") is not None else "- |"))
     lines.append("")
     lines.append(f"Proposed model, random stratified 75/25 split, at most {epochs} epochs; SD over seeds "
                  f"(population); accepted = mean accuracy in [{ACCURACY_BAND[0]}, {ACCURACY_BAND[1]}], recalls "
-                 f"ordered low < medium <= high, >= 5 seeds.")
+                 f"ordered low < medium <= high, >= 5 seeds. Last column: mean over runs of the test accuracy "
+                 f"averaged over each run's last {LAST_EPOCHS} epochs (from history.json; information only, "
+                 f"never used to choose weights).")
     return "\n".join(lines) + "\n"
 
 
