@@ -117,6 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-data", action="store_true",
                         help="keep each simulated cohort after its run (default: delete it once trained; the same seed rebuilds it)")
     parser.add_argument("--summary-only", action="store_true", help="only rebuild the tables from finished runs")
+    parser.add_argument("--plot", type=Path, default=None, help="also write a PNG of per-seed accuracy and recalls")
 
 
 def tag(kappa: float, seed: int) -> str:
@@ -281,6 +282,54 @@ def write_tables(out: Path, rows: Sequence[Dict[str, object]], wanted_seeds: Seq
     return md
 
 
+def plot_runs(rows: Sequence[Dict[str, object]], path: Path) -> Path:
+    """Per-run accuracy and class recalls against kappa (one point per seed), with the paper's band.
+
+    Args:
+        rows: Per-run rows as made by :func:`read_run`.
+        path: PNG to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kappas = sorted({float(r["kappa"]) for r in rows})
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    ax = axes[0]
+    ax.axhspan(*ACCURACY_BAND, color="tab:green", alpha=0.15, label="paper band 0.85-0.93")
+    for i, k in enumerate(kappas):
+        sel = [r for r in rows if float(r["kappa"]) == k]
+        ax.plot([i] * len(sel), [float(r["accuracy"]) for r in sel], "o", color="tab:blue", alpha=0.7,
+                label="accuracy (metrics.json)" if i == 0 else None)
+        last = [float(r["test_acc_last5_mean"]) for r in sel if r.get("test_acc_last5_mean", "") != ""]
+        ax.plot([i + 0.15] * len(last), last, "x", color="tab:gray",
+                label="test accuracy, last 5 epochs (info)" if i == 0 else None)
+    ax.set_xticks(range(len(kappas)), [f"{k:g}" for k in kappas])
+    ax.set_xlim(-0.5, len(kappas) - 0.5)
+    ax.set_xlabel("difficulty kappa")
+    ax.set_ylabel("accuracy (180 test trials)")
+    ax.set_title("Proposed CNN, random 75/25, one point per seed")
+    ax.legend(fontsize=8, loc="lower left")
+    ax = axes[1]
+    width = 0.25
+    for j, (c, color) in enumerate(zip(CLASSES, ("tab:green", "tab:orange", "tab:red"))):
+        for i, k in enumerate(kappas):
+            vals = [float(r[f"recall_{c}"]) for r in rows if float(r["kappa"]) == k]
+            x = i + (j - 1) * width
+            ax.bar(x, sum(vals) / len(vals), width, color=color, alpha=0.5, label=c if i == 0 else None)
+            ax.plot([x] * len(vals), vals, ".", color="black", markersize=4)
+    ax.set_xticks(range(len(kappas)), [f"{k:g}" for k in kappas])
+    ax.set_xlabel("difficulty kappa")
+    ax.set_ylabel("recall (bars: mean; dots: seeds)")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Recall per class (wanted: low < medium <= high)")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
 def calibrate(kappas: Sequence[float], seeds: Sequence[int], epochs: int, out: Path, model: str = "proposed",
               synth_workers: int = 1, keep_data: bool = False, summary_only: bool = False) -> str:
     """Run (or resume) every (kappa, seed) and write the tables; return the markdown table."""
@@ -338,6 +387,11 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--kappas: {k:g} is out of range; expected 0 to 5 (the generator's difficulty range)")
     md = calibrate(kappas, seeds, args.epochs, args.out, model=args.model, synth_workers=args.synth_workers,
                    keep_data=args.keep_data, summary_only=args.summary_only)
+    if args.plot is not None:
+        rows = json.loads((Path(args.out) / "calib_cnn.json").read_text())["runs"]
+        if rows:
+            args.plot.parent.mkdir(parents=True, exist_ok=True)
+            print(f"plot: {plot_runs(rows, args.plot)}", file=sys.stderr)
     print(md, end="")
     return 0
 
