@@ -310,7 +310,7 @@ def plot_runs(rows: Sequence[Dict[str, object]], path: Path) -> Path:
     ax.set_xlabel("difficulty kappa")
     ax.set_ylabel("accuracy (180 test trials)")
     ax.set_title("Proposed CNN, random 75/25, one point per seed")
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="best")
     ax = axes[1]
     width = 0.25
     for j, (c, color) in enumerate(zip(CLASSES, ("tab:green", "tab:orange", "tab:red"))):
