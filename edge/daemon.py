@@ -271,28 +271,27 @@ class Hub:
     async def _classify(self, win: Any, bundle: Any, t_arrival: float) -> None:
         loop = asyncio.get_running_loop()
         gate = getattr(bundle, "gate", None) if self.use_gate else None
-        p_lift = None
-        if gate is not None:
-            try:
-                p_lift = await loop.run_in_executor(self._executor, gate.probability, win.window)
-            except Exception as exc:  # a bad window must not stop the hub
-                self.counts["skipped"] += 1
-                LOG.error("lift at rows %d-%d: lift gate failed: %s", win.start_index, win.end_index, exc)
-                self._event("skipped", lift=win.describe(), reason=f"lift gate failed: {exc}")
-                return
-            if p_lift < gate.threshold:
-                self.counts["not_a_lift"] += 1
-                LOG.info("movement %d-%d (%.1f s): not a lift (gate p=%.3f < %.3f)", win.start_index,
-                         win.end_index, win.duration_s, p_lift, gate.threshold)
-                self._event("not_a_lift", p_lift=round(float(p_lift), 5), threshold=round(gate.threshold, 5),
-                            model_id=bundle.model_id, model_version=bundle.model_version, lift=win.describe())
-                return
+
+        def gate_then_classify() -> "tuple[Optional[float], Any]":
+            # one trip to the worker thread: the gate, then (if it is a lift) the model
+            p = None if gate is None else gate.probability(win.window)
+            if p is not None and p < gate.threshold:
+                return p, None
+            return p, bundle.classify(win.window)
+
         try:
-            result = await loop.run_in_executor(self._executor, bundle.classify, win.window)
+            p_lift, result = await loop.run_in_executor(self._executor, gate_then_classify)
         except Exception as exc:  # a bad window must not stop the hub
             self.counts["skipped"] += 1
             LOG.error("lift at rows %d-%d: classification failed: %s", win.start_index, win.end_index, exc)
             self._event("skipped", lift=win.describe(), reason=f"classification failed: {exc}")
+            return
+        if result is None:
+            self.counts["not_a_lift"] += 1
+            LOG.info("movement %d-%d (%.1f s): not a lift (gate p=%.3f < %.3f)", win.start_index,
+                     win.end_index, win.duration_s, p_lift, gate.threshold)
+            self._event("not_a_lift", p_lift=round(float(p_lift), 5), threshold=round(gate.threshold, 5),
+                        model_id=bundle.model_id, model_version=bundle.model_version, lift=win.describe())
             return
         t_alert = self.alerts.alert(result.risk)
         buzzed = t_alert is not None
