@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     cfg.check_complete()
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="edge run: %(message)s")
-    hub = Hub(cfg, use_gate=not getattr(args, "no_gate", False))
+    hub = Hub(cfg, use_gate=cfg.use_gate and not getattr(args, "no_gate", False))
     return asyncio.run(hub.run(duration=args.duration))
 
 

@@ -12,6 +12,7 @@ Example (every key optional; shown with its default where it has one)::
     health_file = ""             # where SIGUSR1 writes health JSON; default: <events>.health.json
     reload_check_s = 1.0         # how often a new bundle is looked for
     threads = 1                  # interpreter threads
+    use_gate = true              # apply the bundle's lift gate, if it has one (--no-gate)
 
     [alerts]
     outputs = ["log"]            # gpio:PIN[?pwm=1&freq=HZ&duty=D&mock=1], hub, log (--alert, repeatable)
@@ -80,6 +81,7 @@ class HubConfig:
     events_max_bytes: int = 10_000_000
     events_backups: int = 5
     keep_raw: bool = False
+    use_gate: bool = True
     aligner: AlignerSettings = dataclasses.field(default_factory=AlignerSettings)
     detector: DetectorSettings = dataclasses.field(default_factory=DetectorSettings)
 
@@ -119,7 +121,8 @@ class HubConfig:
 
 
 _HUB_KEYS = {"source": str, "bundle": "path", "bundle_store": "path", "trust": "paths", "events": "path",
-             "manage_port": str, "health_file": "path", "reload_check_s": float, "threads": int}
+             "manage_port": str, "health_file": "path", "reload_check_s": float, "threads": int,
+             "use_gate": bool}
 _ALERT_KEYS = {"outputs", "levels", "patterns"}
 _EVENT_KEYS = {"max_bytes": int, "backups": int, "keep_raw": bool}
 

@@ -296,6 +296,7 @@ on_threshold = 100.0
     assert cfg.alert_patterns["medium"] == [60, 60] and cfg.alert_patterns["high"] == HIGH
     assert cfg.keep_raw and cfg.events_max_bytes == 2048
     assert cfg.aligner.lost_after_s == 2.5 and cfg.detector.on_threshold == 100.0
+    assert cfg.use_gate is True  # default: the bundle's lift gate applies
     cfg.check_complete()
     args = Namespace(source="replay:///x.csv", bundle="m.lgb", bundle_store=None, trust=["k.pub"], alert=["log"],
                      events=None, manage_port=None, health_file=None, keep_raw=False, threads=None,
@@ -309,6 +310,7 @@ on_threshold = 100.0
 @pytest.mark.parametrize("text, words", [
     ("[hub]\nsorce = 'x'", "[hub] unknown key 'sorce'"),
     ("[hub]\nthreads = 'two'", "[hub] threads = 'two'; expected an integer"),
+    ("[hub]\nuse_gate = 'no'", "[hub] use_gate = 'no'; expected true or false"),
     ("[alarm]\n", "unknown section [alarm]"),
     ("[alerts]\nlevels = ['urgent']", "'urgent' is not a risk level"),
     ("[aligner]\ngap_policy = 'zero'", "[aligner]: aligner.gap_policy = 'zero'"),
@@ -449,3 +451,11 @@ def test_event_log_rotates_by_size_and_keeps_raw_windows_only_when_asked(tmp_pat
     with pytest.raises(ConfigError) as err:
         read_events(bad)
     assert "bad.jsonl, line 2: not JSON" in str(err.value)
+
+
+def test_the_lift_gate_can_be_turned_off_in_the_config(tmp_path):
+    from edge.hub_config import load_config
+
+    path = tmp_path / "hub.toml"
+    path.write_text("[hub]\nsource = 'replay:///x.csv'\nbundle = 'm.lgb'\nuse_gate = false\n")
+    assert load_config(path).use_gate is False
