@@ -8,7 +8,9 @@ output kept in ``RUN/logs/<step>.log``:
    and the demo prints Table 4's proposed row beside the paper's;
 3. ``quantize keygen`` makes a signing key pair in ``RUN/keys``;
 4. ``quantize convert`` converts to int8 TFLite and prints the parity table;
-5. ``quantize export`` writes the signed bundle ``RUN/bundle/liftguard.lgb``;
+5. ``quantize train-gate`` learns the lift gate (is a detected window a lift at
+   all?) on simulated shifts, and ``quantize export`` writes the signed bundle
+   ``RUN/bundle/liftguard.lgb`` with it;
 6. an emulated hub (``edge run`` with an empty bundle store) is provisioned with
    ``host provision`` and flashed with ``host flash`` over a pseudo-terminal;
 7. the test split is replayed through the sensor rig (``host emulate`` on a
@@ -151,8 +153,10 @@ class Demo:
             Step("keygen", "make a signing key pair (quantize keygen)", ["quantize.keygen"], self.step_keygen),
             Step("convert", "convert to int8 TFLite, parity table (quantize convert)",
                  ["quantize.convert"], self.step_convert),
-            Step("export", "export the signed int8 bundle (quantize export)", ["quantize.export"],
-                 self.step_export),
+            Step("gate", "learn the lift gate on simulated shifts (quantize train-gate)",
+                 ["quantize.lift_gate", "edge.lift_gate"], self.step_gate),
+            Step("export", "export the signed int8 bundle with its lift gate (quantize export)",
+                 ["quantize.export"], self.step_export),
             Step("flash", "provision an emulated hub and flash the bundle over a pty pair "
                  "(edge.hub_process, host provision, host flash, host status)",
                  ["edge.hub_process", "edge.manage", "host.provision", "host.flash", "host.status",
@@ -203,6 +207,23 @@ class Demo:
         print("int8 parity (test split):", flush=True)
         print("\n".join(table), flush=True)
         return f"int8 model and parity table in {self.run_dir / 'train'}"
+
+    def step_gate(self) -> str:
+        train = self.run_dir / "train"
+        seeds = ",".join(str(101 + i) for i in range(6))
+        eval_seeds = ",".join(str(201 + i) for i in range(3))
+        self.cli("gate", "quantize", ["train-gate", "--recipe", train / "recipe.json", "--out", train / "gate.json",
+                                       "--synth-minutes", 10, "--seeds", seeds, "--eval-seeds", eval_seeds,
+                                       "--work", self.run_dir / "gate_shifts", "--seed", self.args.seed])
+        gate = json.loads((train / "gate.json").read_text())
+        held = gate.get("metrics", {}).get("held_out") or {}
+        a, b = held.get("without_gate", {}), held.get("with_gate", {})
+        self.results["gate"] = {"threshold": gate.get("threshold"), "held_out_without": a, "held_out_with": b}
+        if not (a and b):
+            return f"gate threshold {gate.get('threshold', float('nan')):.3f} (report: {train / 'gate_report.md'})"
+        return (f"held-out shifts: lift recall {a['recall']:.3f} -> {b['recall']:.3f}, false windows/h "
+                f"{a['false_windows_per_hour']:.1f} -> {b['false_windows_per_hour']:.1f} "
+                f"(report: {train / 'gate_report.md'})")
 
     def step_export(self) -> str:
         bundle = self.run_dir / "bundle" / "liftguard.lgb"
@@ -398,6 +419,12 @@ class Demo:
                          f"{sh['model_false_buzzes_per_hour']:.1f} (lift not high)")
             lines.append(f"lift end to buzz (real-time equiv.): median {lat['median']:.2f} s, p95 {lat['p95']:.2f} s, "
                          f"n={lat['n']}")
+        g = r.get("gate")
+        if g and g.get("held_out_with"):
+            lines.append(f"lift gate (held-out shifts):         false windows/h "
+                         f"{g['held_out_without']['false_windows_per_hour']:.1f} -> "
+                         f"{g['held_out_with']['false_windows_per_hour']:.1f}, lift recall "
+                         f"{g['held_out_without']['recall']:.3f} -> {g['held_out_with']['recall']:.3f}")
         if "flash_s" in r:
             lines.append(f"flash over the pty link:             {r['flash_s']:.1f} s")
         lines.append(f"total:                               {r.get('total_s', 0) / 60:.1f} min")
