@@ -36,7 +36,11 @@ $(LEGACY_STAMP): pyproject.toml
 test-legacy: $(LEGACY_STAMP) $(STAMP)
 	$(PY) -m pytest -q tests/legacy_runtime -m 'not slow' --legacy-python $(LEGACY_VENV)/bin/python
 
+# With a demo run present, the hub benchmarks use its real (proposed-model) bundle.
 bench: $(STAMP)
+	@if [ -f $(RUN)/bundle/liftguard.lgb ]; then \
+	  export LIFTGUARD_BENCH_BUNDLE=$(CURDIR)/$(RUN)/bundle/liftguard.lgb LIFTGUARD_BENCH_TRUST=$(CURDIR)/$(RUN)/keys/signing.pub; \
+	  echo "benchmarks: using the demo bundle $(RUN)/bundle/liftguard.lgb"; fi; \
 	$(PY) -m benchmarks
 
 hil: $(STAMP)
