@@ -182,7 +182,8 @@ def write_outputs(out: Path, rows: List[dict], config: dict) -> None:
                         f"{r['metrics']['accuracy']:.4f}", r["epochs_run"], f"{min(r['loss']):.4f}", f"{r['seconds']:.1f}"])
     lines = ["| rank | setting | varied | RK mean | RK sd | accuracy | runs |", "|---|---|---|---|---|---|---|"]
     for i, (s, m, sd, acc, n) in enumerate(aggregate(rows), 1):
-        lines.append(f"| {i} | {label(s)} | {varied(s)} | {m:.3f} | {sd:.3f} | {acc:.3f} | {n} |")
+        sd_text = f"{sd:.3f}" if n > 1 else "–"
+        lines.append(f"| {i} | {label(s)} | {varied(s)} | {m:.3f} | {sd_text} | {acc:.3f} | {n} |")
     table = "\n".join(lines)
     write_markdown(out / "sweep.md", ["# Hyperparameter sweep, ranked by RK", table])
     fig5 = plot_fig5(out, rows)
