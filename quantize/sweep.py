@@ -134,7 +134,7 @@ def plot_fig5(out: Path, rows: List[dict]) -> Path:
     a.set_ylim(min(0.0, min(t[1] for t in agg_sorted) - 0.05), 1.0)
     from matplotlib.patches import Patch
 
-    a.legend(handles=[Patch(color=col, label=key) for key, col in colours.items()], fontsize=7, loc="lower right")
+    a.legend(handles=[Patch(color=col, label=key) for key, col in colours.items()], fontsize=7, loc="upper left", ncol=5)
     for r in rows:
         b.scatter(r["metrics"]["accuracy"], r["metrics"]["rk"], color=colours[varied(r["setting"])], s=18)
     b.plot([0, 1], [0, 1], color="grey", lw=0.6, ls=":")
