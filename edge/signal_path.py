@@ -14,7 +14,8 @@ choices where the paper is ambiguous are argued in ``docs/preprocessing.md``:
    here only the numbers are applied.
 3. :func:`standardize` scales each of the 36 channels with mean and standard
    deviation fitted on training windows' real samples
-   (:func:`fit_standardization`), never over padding.
+   (:func:`fit_standardization`), never over padding, then clips to
+   ``+-recipe.clip`` standard deviations.
 4. :func:`pad_or_cut` zero-pads at the end (after standardization, so padding
    is the channel mean) or keeps the first 750 samples.
 5. :func:`to_matrix` builds the 12x750x3 matrix (row = one IMU's
@@ -51,6 +52,12 @@ RECIPE_VERSION = "lg-tensor-1"
 DEFAULT_PRE_SAMPLES = 50
 DEFAULT_POST_SAMPLES = 50
 
+#: Standardized values are clipped to +-this many standard deviations (training
+#: default). Rare spikes otherwise set the int8 input scale: without the clip the
+#: demo model's input step was 0.32 sigma and int8 agreed with float on 96.7 % of
+#: test windows; with it the step is 0.047 sigma and agreement is 100 %.
+DEFAULT_CLIP = 6.0
+
 
 @dataclasses.dataclass(frozen=True)
 class TensorRecipe:
@@ -66,6 +73,8 @@ class TensorRecipe:
         post_samples: Samples kept after the lift's last movement sample.
         sample_rate_hz: Sample rate the recipe was fitted at (25 Hz).
         version: Recipe version tag (:data:`RECIPE_VERSION`).
+        clip: Standardized values are clipped to ``[-clip, clip]`` (None: no
+            clip; recipes written before the field existed have none).
     """
 
     sos: np.ndarray
@@ -76,6 +85,7 @@ class TensorRecipe:
     post_samples: int = DEFAULT_POST_SAMPLES
     sample_rate_hz: float = SAMPLE_RATE_HZ
     version: str = RECIPE_VERSION
+    clip: Optional[float] = None
 
     def __post_init__(self) -> None:
         sos = np.ascontiguousarray(np.asarray(self.sos, dtype=np.float64))
@@ -93,6 +103,8 @@ class TensorRecipe:
                               f"std min {np.min(std)!r}")
         if self.window != WINDOW_SAMPLES:
             raise TensorError(f"recipe window is {self.window}; expected {WINDOW_SAMPLES} (95x95 wrap)")
+        if self.clip is not None and not (np.isfinite(self.clip) and self.clip > 0):
+            raise TensorError(f"recipe clip is {self.clip!r}; expected a finite number > 0 or none")
         if self.version != RECIPE_VERSION:
             raise TensorError(f"recipe version {self.version!r} is not supported; expected {RECIPE_VERSION!r}")
         object.__setattr__(self, "sos", sos)
@@ -110,6 +122,7 @@ class TensorRecipe:
             "sos": self.sos.tolist(),
             "mean": self.mean.tolist(),
             "std": self.std.tolist(),
+            "clip": None if self.clip is None else float(self.clip),
         }
 
     @classmethod
@@ -129,6 +142,7 @@ class TensorRecipe:
                 post_samples=int(d.get("post_samples", DEFAULT_POST_SAMPLES)),
                 sample_rate_hz=float(d.get("sample_rate_hz", SAMPLE_RATE_HZ)),
                 version=str(d.get("version", "")),
+                clip=None if d.get("clip") is None else float(d["clip"]),
             )
         except KeyError as exc:
             raise TensorError(f"recipe is missing field {exc.args[0]!r}") from None
@@ -344,6 +358,8 @@ def unwrap_image(img: Any) -> np.ndarray:
 
 def _finish(filtered: np.ndarray, recipe: TensorRecipe) -> np.ndarray:
     z = standardize(filtered, recipe.mean, recipe.std)
+    if recipe.clip is not None:
+        z = np.clip(z, -recipe.clip, recipe.clip)
     return wrap_to_image(to_matrix(pad_or_cut(z, recipe.window))).astype(np.float32, copy=False)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from edge.dataset import Dataset, TrialMeta, load_dataset
 from edge.layout import CLASS_NAMES
 from edge.signal_path import (
+    DEFAULT_CLIP,
     DEFAULT_POST_SAMPLES,
     DEFAULT_PRE_SAMPLES,
     TensorRecipe,
@@ -108,7 +109,8 @@ def fit_recipe(windows: Sequence[np.ndarray], sos: Optional[np.ndarray] = None, 
     """
     sos = design_bandpass() if sos is None else np.asarray(sos, dtype=np.float64)
     mean, std = fit_standardization(windows, sos)
-    return TensorRecipe(sos=sos, mean=mean, std=std, pre_samples=pre_samples, post_samples=post_samples)
+    return TensorRecipe(sos=sos, mean=mean, std=std, pre_samples=pre_samples, post_samples=post_samples,
+                        clip=DEFAULT_CLIP)
 
 
 def make_tensors(windows: Sequence[np.ndarray], recipe: TensorRecipe, progress: bool = True,

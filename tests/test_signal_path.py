@@ -146,3 +146,25 @@ def test_tensorize_properties_for_any_length(n, seed):
     assert np.all(img.reshape(-1, 3)[9000:] == 0)
     # The batch path gives bit-identical output.
     assert np.array_equal(tensorize_batch([w, w[: max(1, n // 2)]], r)[0], img)
+
+
+def test_clip_bounds_standardized_values_and_round_trips(tmp_path):
+    rng = np.random.default_rng(7)
+    w = rng.normal(size=(300, 36))
+    w[100, 5] = 1e4  # a spike of thousands of sigma
+    clipped = TensorRecipe(sos=SOS, mean=np.zeros(36), std=np.ones(36), clip=6.0)
+    img = tensorize(w, clipped)
+    assert np.max(np.abs(img)) == pytest.approx(6.0)
+    assert np.max(np.abs(tensorize(w, unit_recipe()))) > 100  # no clip: the spike passes
+    clipped.save(tmp_path / "r.json")
+    assert TensorRecipe.load(tmp_path / "r.json").clip == 6.0
+    with pytest.raises(TensorError, match="clip"):
+        TensorRecipe(sos=SOS, mean=np.zeros(36), std=np.ones(36), clip=-1.0)
+
+
+def test_training_recipe_clips_at_the_default():
+    from edge.signal_path import DEFAULT_CLIP
+    from quantize.data import fit_recipe
+
+    rng = np.random.default_rng(8)
+    assert fit_recipe([rng.normal(size=(200, 36))]).clip == DEFAULT_CLIP
