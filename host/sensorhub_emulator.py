@@ -58,7 +58,7 @@ import threading
 import time
 import tty
 from pathlib import Path
-from typing import Any, Dict, List, Optional, TextIO, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple, Union
 
 import numpy as np
 
@@ -353,6 +353,16 @@ class _SerialPort:
         self.port.close()
 
 
+def _smallest_range(values: np.ndarray, ranges: Sequence[int]) -> int:
+    """The smallest full-scale range in ``ranges`` whose int16 span holds every finite value."""
+    finite = values[np.isfinite(values)]
+    peak = float(np.max(np.abs(finite))) if finite.size else 0.0
+    for r in ranges:
+        if peak <= r * 32767 / 32768:
+            return int(r)
+    return int(ranges[-1])
+
+
 class SensorHubEmulator:
     """A sensor hub playing a recording over a serial port or a pseudo-terminal.
 
@@ -409,7 +419,11 @@ class SensorHubEmulator:
         self.rate_hz = (float(1.0 / np.median(np.diff(timestamps))) if self.n > 1 else SAMPLE_RATE_HZ)
         # Pre-compute the wire values once: raw int16 (n, 6, 6), validity (n,) masks, sequence numbers.
         rows = samples.reshape(self.n, len(SENSORS), 6)
-        self.raw = units_to_raw(rows, ACCEL_FULL_SCALE_G, GYRO_FULL_SCALE_DPS)
+        # Like a real IMU configured for its signals, announce the smallest standard
+        # full scale that holds the recording, so the wire is no coarser than the data.
+        self.accel_full_scale_g = _smallest_range(rows[:, :, 0:3], (2, 4, 8, int(ACCEL_FULL_SCALE_G)))
+        self.gyro_full_scale_dps = _smallest_range(rows[:, :, 3:6], (125, 250, 500, 1000, int(GYRO_FULL_SCALE_DPS)))
+        self.raw = units_to_raw(rows, self.accel_full_scale_g, self.gyro_full_scale_dps)
         nan_rows = np.isnan(rows).any(axis=2)
         self.raw[nan_rows] = RAW_INVALID
         self.masks = ((~nan_rows) * (1 << np.arange(len(SENSORS)))).sum(axis=1).astype(np.int64)
@@ -546,8 +560,8 @@ class SensorHubEmulator:
 
     def _capabilities(self) -> Capabilities:
         return Capabilities(device_id=self.device_id, firmware_version=EMULATOR_FIRMWARE,
-                            sample_rate_hz=round(self.rate_hz, 3), accel_full_scale_g=int(ACCEL_FULL_SCALE_G),
-                            gyro_full_scale_dps=int(GYRO_FULL_SCALE_DPS), features=self.features,
+                            sample_rate_hz=round(self.rate_hz, 3), accel_full_scale_g=int(self.accel_full_scale_g),
+                            gyro_full_scale_dps=int(self.gyro_full_scale_dps), features=self.features,
                             max_payload=256, sensors=SENSORS)
 
     def _send(self, data: bytes, deadline_s: float = 0.2) -> None:
