@@ -93,20 +93,19 @@ def public_key_id(public_key: Any) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def load_public_key(path: PathLike) -> Any:
-    """Read an Ed25519 public key: PEM (``KEY.pub`` from ``quantize keygen``), OpenSSH, DER or 32 raw bytes.
+def parse_public_key(data: bytes, where: str) -> Any:
+    """Parse an Ed25519 public key: PEM (``KEY.pub`` from ``quantize keygen``), OpenSSH, DER or 32 raw bytes.
+
+    Args:
+        data: The key file's bytes.
+        where: How messages name the key (e.g. ``"trusted key /etc/k.pub"``).
 
     Raises:
-        BundleError: If the file is missing or not an Ed25519 public key.
+        BundleError: If ``data`` is not an Ed25519 public key.
     """
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise BundleError(f"trusted key {p}: cannot be read ({exc.strerror or exc})") from None
     if len(data) == 32:
         return Ed25519PublicKey.from_public_bytes(data)
     key = None
@@ -119,11 +118,25 @@ def load_public_key(path: PathLike) -> Any:
         except Exception:  # ValueError, TypeError, UnsupportedAlgorithm
             continue
     if key is None:
-        raise BundleError(f"trusted key {p}: not a public key; expected the Ed25519 KEY.pub written by "
-                          f"'quantize keygen'")
+        raise BundleError(f"{where}: not a public key; expected the Ed25519 KEY.pub written by "
+                          f"'quantize keygen' (PEM), OpenSSH, DER or 32 raw bytes")
     if not isinstance(key, Ed25519PublicKey):
-        raise BundleError(f"trusted key {p}: is a {type(key).__name__.lstrip('_')}; expected an Ed25519 public key")
+        raise BundleError(f"{where}: is a {type(key).__name__.lstrip('_')}; expected an Ed25519 public key")
     return key
+
+
+def load_public_key(path: PathLike) -> Any:
+    """Read an Ed25519 public key file (see :func:`parse_public_key`).
+
+    Raises:
+        BundleError: If the file is missing or not an Ed25519 public key.
+    """
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"trusted key {p}: cannot be read ({exc.strerror or exc})") from None
+    return parse_public_key(data, f"trusted key {p}")
 
 
 def sign_manifest(manifest_bytes: bytes, private_key: Any) -> bytes:

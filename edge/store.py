@@ -116,31 +116,18 @@ def _step(name: str) -> None:
 
 
 def parse_public_key(data: bytes, where: str):
-    """Parse an Ed25519 public key (PEM, OpenSSH, DER or raw 32 bytes).
+    """Parse an Ed25519 public key (PEM, OpenSSH, DER or raw 32 bytes) with :func:`edge.bundle.parse_public_key`.
 
     Raises:
         ConfigError: Naming ``where`` and what was expected.
     """
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from .bundle import parse_public_key as parse_key
+    from .errors import BundleError
 
-    if len(data) == 32:
-        return ed25519.Ed25519PublicKey.from_public_bytes(data)
-    key = None
-    for loader, blob in ((serialization.load_pem_public_key, data.strip()),
-                         (serialization.load_ssh_public_key, data.strip()),
-                         (serialization.load_der_public_key, data)):
-        try:
-            key = loader(blob)
-            break
-        except Exception:  # ValueError, TypeError, UnsupportedAlgorithm
-            continue
-    if key is None:
-        raise ConfigError(f"{where}: not a public key; expected an Ed25519 public key "
-                          f"(PEM from 'python -m quantize keygen', OpenSSH, or 32 raw bytes)")
-    if not isinstance(key, ed25519.Ed25519PublicKey):
-        raise ConfigError(f"{where}: is a {type(key).__name__.lstrip('_')}, expected an Ed25519 public key")
-    return key
+    try:
+        return parse_key(data, where)
+    except BundleError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def check_public_key(data: bytes, where: str) -> None:
