@@ -404,7 +404,9 @@ async def test_a_stalled_consumer_cannot_exhaust_memory(relay, sources):
         source = await sources(f"serial://{relay.hub_path}?hello=2&queue=20")
         hub.send(b"".join(encode_message(frame(seq)) for seq in range(1, 31)))  # 180 readings, nobody reading
         deadline = time.monotonic() + 5
-        while source.counters.get("frames", 0) < 30 and time.monotonic() < deadline:
+        # frames are counted on the reader thread, the queue is filled on the event loop just after
+        while ((source.counters.get("frames", 0) < 30 or source.counters.get("overflow", 0) < 180 - 20)
+               and time.monotonic() < deadline):
             await asyncio.sleep(0.02)
         assert source.counters["frames"] == 30
         assert source._queue.qsize() <= 20
