@@ -134,6 +134,16 @@ class _SensorLink:
         self.unwrapper = ble_profile.SequenceUnwrapper()
 
 
+async def _drop_client(link: "_SensorLink") -> None:
+    """Disconnect a link's bleak client, if any, ignoring errors of a link already gone."""
+    if link.client is not None:
+        try:
+            await link.client.disconnect()
+        except Exception:  # the device is gone or BlueZ forgot it; nothing to report
+            pass
+        link.client = None
+
+
 class BleMultiSource(ImuSource):
     """Shared machinery of the BLE sources: N bleak clients, one per site.
 
@@ -394,12 +404,7 @@ class BleMultiSource(ImuSource):
                 link.adapter_missing = hint is not None
                 link.last_error = hint or f"{type(exc).__name__}: {exc}"
                 self.count(f"{link.site}.connect_failures")
-                if link.client is not None:
-                    try:
-                        await link.client.disconnect()
-                    except Exception:
-                        pass
-                    link.client = None
+                await _drop_client(link)
                 if link.state != "lost":
                     self._status(link.site, "lost", link.last_error)
                 await asyncio.sleep(delay)
@@ -499,12 +504,7 @@ class BleMultiSource(ImuSource):
                 pass
         self._tasks = []
         for link in self._links.values():
-            if link.client is not None:
-                try:
-                    await link.client.disconnect()
-                except Exception:
-                    pass
-                link.client = None
+            await _drop_client(link)
             link.state = "closed"
         self._opened = False
         self._queue.put_nowait(SourceStatus(None, "closed", "", time.monotonic()))
