@@ -99,6 +99,20 @@ def test_bad_flags_give_one_line_errors(argv, message, tmp_path, capsys):
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("origins, expected", [(None, None), ("paper", ["--origins", "paper"])])
+def test_origins_reach_the_synth_child(origins, expected, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(cc, "run_child", lambda cmd, log, what: seen.append(list(cmd)) or 1.0)
+    cc.synthesize(tmp_path / "k2_s0", 2.0, 0, 1, origins)
+    (cmd,) = seen
+    assert cmd[cmd.index("--difficulty") + 1] == "2"
+    if expected is None:
+        assert "--origins" not in cmd
+    else:
+        assert cmd[-2:] == expected
+    assert json.loads((tmp_path / "k2_s0" / "synth_done.json").read_text())["origins"] == origins
+
+
 def test_seed_ranges():
     assert cc.parse_seeds("0-2,5") == [0, 1, 2, 5]
     with pytest.raises(ConfigError):

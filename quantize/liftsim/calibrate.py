@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="multiplier on the propensity to step toward far loads (default 1)")
     parser.add_argument("--hold-spread", type=float, default=0.0,
                         help="SD of the destination height as a fraction of stature (default 0)")
+    parser.add_argument("--origins", choices=("spread", "paper"), default=None,
+                        help="lift origins: spread (around each zone's target) or paper (NIOSH protocol); "
+                             "default: the generator's default")
     parser.add_argument("--split", default="random",
                         help="comma-separated: random (75/25, the paper) and/or subject (leave one out)")
     parser.add_argument("--workers", type=int, default=1, help="processes for simulation (default 1)")
@@ -82,6 +85,9 @@ def proxy_features(filtered: Sequence[np.ndarray], mean: np.ndarray, std: np.nda
 def evaluate_proxy(trials: Sequence, seed: int, sos: np.ndarray, split: str = "random") -> Dict[str, object]:
     """Fit and test the proxy; standardisation is always fitted on the training part only.
 
+    Returns ``accuracy``, ``recall`` per class, the class ``confusion`` matrix and
+    ``per_zone``: zone -> test trials predicted low / medium / high.
+
     Args:
         trials: Simulated trials.
         seed: Seed of the random split.
@@ -109,7 +115,8 @@ def evaluate_proxy(trials: Sequence, seed: int, sos: np.ndarray, split: str = "r
         folds = [(np.flatnonzero(subjects != s), np.flatnonzero(subjects == s)) for s in sorted(set(subjects))]
     else:
         raise ValueError(f"split {split!r}; expected 'random' or 'subject'")
-    truth, pred = [], []
+    truth, pred, zones = [], [], []
+    trial_zones = np.array([t.zone for t in trials])
     for idx_train, idx_test in folds:
         mean, std = fit_standardization([windows[i] for i in idx_train], sos)  # training part only
         X = proxy_features(filt, mean, std)
@@ -117,11 +124,13 @@ def evaluate_proxy(trials: Sequence, seed: int, sos: np.ndarray, split: str = "r
         clf.fit(X[idx_train], y[idx_train])
         truth.append(y[idx_test])
         pred.append(clf.predict(X[idx_test]))
-    truth, pred = np.concatenate(truth), np.concatenate(pred)
+        zones.append(trial_zones[idx_test])
+    truth, pred, zones = np.concatenate(truth), np.concatenate(pred), np.concatenate(zones)
     rec = recall_score(truth, pred, labels=[0, 1, 2], average=None, zero_division=0)
     return {"split": split, "accuracy": float(accuracy_score(truth, pred)),
             "recall": {c: float(r) for c, r in zip(CLASS_NAMES, rec)},
-            "confusion": confusion_matrix(truth, pred, labels=[0, 1, 2]).tolist()}
+            "confusion": confusion_matrix(truth, pred, labels=[0, 1, 2]).tolist(),
+            "per_zone": {int(z): np.bincount(pred[zones == z], minlength=3).tolist() for z in sorted(set(zones))}}
 
 
 def calibrate(kappas: Sequence[float], seeds: int, n_subjects: int = 10, reps: int = 6, workers: int = 1,
@@ -315,7 +324,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.skip_calibration:
         result = calibrate(kappas, args.seeds, args.subjects, args.reps, max(1, args.workers), splits=splits,
                            base_options={"step_scale": args.step_scale,
-                                         "hold_spread": args.hold_spread},
+                                         "hold_spread": args.hold_spread,
+                                         **({"origins": args.origins} if args.origins else {})},
                            first_seed=args.first_seed)
         (out / "calibration.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         md = summary_markdown(result)

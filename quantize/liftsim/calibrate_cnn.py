@@ -29,6 +29,8 @@ Example::
 
     nice python -m quantize.liftsim.calibrate_cnn --kappas 1.0 --seeds 0,1,2,3,4 \\
         --epochs 40 --out runs/calib_cnn
+    nice python -m quantize.liftsim.calibrate_cnn --kappas 2 --seeds 0-4 --origins paper \\
+        --out runs/calib_cnn_paper
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ ACCURACY_BAND = (0.85, 0.93)
 CLASSES = ("low", "medium", "high")
 #: Epochs at the end of training over which the per-epoch test accuracy is averaged (information only).
 LAST_EPOCHS = 5
-CSV_FIELDS = ("kappa", "seed", "accuracy", "rk", "recall_low", "recall_medium", "recall_high", "epochs_max",
+CSV_FIELDS = ("kappa", "seed", "origins", "accuracy", "rk", "recall_low", "recall_medium", "recall_high", "epochs_max",
               "epochs_run", "best_epoch", "test_acc_last5_mean", "test_acc_last5_min", "test_acc_last5_max",
               "synth_seconds", "train_seconds", "n_test", "run")
 
@@ -114,6 +116,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/calib_cnn"), help="output folder (default runs/calib_cnn)")
     parser.add_argument("--model", default="proposed", help="model to train (default proposed, the paper's)")
     parser.add_argument("--synth-workers", type=int, default=1, help="processes for quantize synth (default 1)")
+    parser.add_argument("--origins", choices=("spread", "paper"), default=None,
+                        help="passed to quantize synth --origins (default: the generator's default)")
     parser.add_argument("--keep-data", action="store_true",
                         help="keep each simulated cohort after its run (default: delete it once trained; the same seed rebuilds it)")
     parser.add_argument("--summary-only", action="store_true", help="only rebuild the tables from finished runs")
@@ -140,16 +144,23 @@ def run_child(cmd: Sequence[str], log_path: Path, what: str) -> float:
     return time.monotonic() - t0
 
 
-def synthesize(data_dir: Path, kappa: float, seed: int, workers: int) -> float:
-    """Simulate one cohort unless its marker says it is complete; return seconds spent (0 if reused)."""
+def synthesize(data_dir: Path, kappa: float, seed: int, workers: int, origins: Optional[str] = None) -> float:
+    """Simulate one cohort unless its marker says it is complete; return seconds spent (0 if reused).
+
+    ``origins`` (``spread`` / ``paper``) is passed to ``quantize synth --origins``; None keeps
+    the generator's default.
+    """
     marker = data_dir / "synth_done.json"
     if marker.exists() and (data_dir / "index.csv").exists():
         return float(json.loads(marker.read_text()).get("seconds", 0.0))
     data_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "quantize", "synth", "--out", str(data_dir), "--seed", str(seed),
            "--difficulty", f"{kappa:g}", "--workers", str(workers), "--no-progress"]
+    if origins:
+        cmd += ["--origins", origins]
     seconds = run_child(cmd, data_dir.parent / f"{data_dir.name}.synth.log", f"synth kappa {kappa:g} seed {seed}")
-    marker.write_text(json.dumps({"kappa": kappa, "seed": seed, "seconds": round(seconds, 1), "command": cmd}) + "\n")
+    marker.write_text(json.dumps({"kappa": kappa, "seed": seed, "origins": origins, "seconds": round(seconds, 1),
+                                  "command": cmd}) + "\n")
     return seconds
 
 
@@ -161,7 +172,8 @@ def train(data_dir: Path, run_dir: Path, seed: int, epochs: int, model: str) -> 
     return run_child(cmd, run_dir.parent / f"{run_dir.name}.train.log", f"train {run_dir.name}")
 
 
-def read_run(run_dir: Path, kappa: float, seed: int, synth_seconds: float, train_seconds: float) -> Dict[str, object]:
+def read_run(run_dir: Path, kappa: float, seed: int, synth_seconds: float, train_seconds: float,
+             origins: str = "") -> Dict[str, object]:
     """One CSV row from ``RUN/metrics.json`` and ``RUN/config.json``.
 
     Raises:
@@ -178,7 +190,7 @@ def read_run(run_dir: Path, kappa: float, seed: int, synth_seconds: float, train
         raise CalibrationRunError(f"{path}: cannot read accuracy/rk/recall per class ({exc!r})") from None
     row.update(last_epochs_accuracy(run_dir / "history.json"))
     row.update({"epochs_max": config.get("epochs_max", ""), "epochs_run": config.get("epochs_run", ""),
-                "best_epoch": config.get("best_epoch", ""),
+                "best_epoch": config.get("best_epoch", ""), "origins": origins or "",
                 "synth_seconds": round(synth_seconds, 1), "train_seconds": round(train_seconds, 1),
                 "run": str(run_dir)})
     return row
@@ -331,8 +343,13 @@ def plot_runs(rows: Sequence[Dict[str, object]], path: Path) -> Path:
 
 
 def calibrate(kappas: Sequence[float], seeds: Sequence[int], epochs: int, out: Path, model: str = "proposed",
-              synth_workers: int = 1, keep_data: bool = False, summary_only: bool = False) -> str:
-    """Run (or resume) every (kappa, seed) and write the tables; return the markdown table."""
+              synth_workers: int = 1, keep_data: bool = False, summary_only: bool = False,
+              origins: Optional[str] = None) -> str:
+    """Run (or resume) every (kappa, seed) and write the tables; return the markdown table.
+
+    ``origins`` is passed to ``quantize synth --origins`` (None: the generator's default) and
+    recorded per run; keep one origins mode per ``out`` folder.
+    """
     out = Path(out)
     (out / "data").mkdir(parents=True, exist_ok=True)
     (out / "runs").mkdir(parents=True, exist_ok=True)
@@ -345,20 +362,21 @@ def calibrate(kappas: Sequence[float], seeds: Sequence[int], epochs: int, out: P
         timing_path = run_dir / "calib_timing.json"
         if (run_dir / "metrics.json").exists():
             timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
-            row = read_run(run_dir, kappa, seed, timing.get("synth_seconds", 0.0), timing.get("train_seconds", 0.0))
+            row = read_run(run_dir, kappa, seed, timing.get("synth_seconds", 0.0), timing.get("train_seconds", 0.0),
+                           timing.get("origins", ""))
             status = "done before"
         elif summary_only:
             print(f"[{i}/{total}] kappa {kappa:g} seed {seed}: not run", file=sys.stderr, flush=True)
             continue
         else:
             print(f"[{i}/{total}] kappa {kappa:g} seed {seed}: simulating ...", file=sys.stderr, flush=True)
-            synth_s = synthesize(data_dir, kappa, seed, synth_workers)
+            synth_s = synthesize(data_dir, kappa, seed, synth_workers, origins)
             print(f"[{i}/{total}] kappa {kappa:g} seed {seed}: cohort ready ({synth_s:.0f} s); training {model} "
                   f"(<= {epochs} epochs) ...", file=sys.stderr, flush=True)
             train_s = train(data_dir, run_dir, seed, epochs, model)
             timing_path.write_text(json.dumps({"synth_seconds": round(synth_s, 1),
-                                               "train_seconds": round(train_s, 1)}) + "\n")
-            row = read_run(run_dir, kappa, seed, synth_s, train_s)
+                                               "train_seconds": round(train_s, 1), "origins": origins or ""}) + "\n")
+            row = read_run(run_dir, kappa, seed, synth_s, train_s, origins or "")
             status = "new"
             if not keep_data:  # the run folder keeps split.json and predictions; the cohort is reproducible
                 shutil.rmtree(data_dir)
@@ -386,7 +404,7 @@ def run(args: argparse.Namespace) -> int:
         if not 0.0 <= k <= 5.0:
             raise ConfigError(f"--kappas: {k:g} is out of range; expected 0 to 5 (the generator's difficulty range)")
     md = calibrate(kappas, seeds, args.epochs, args.out, model=args.model, synth_workers=args.synth_workers,
-                   keep_data=args.keep_data, summary_only=args.summary_only)
+                   keep_data=args.keep_data, summary_only=args.summary_only, origins=args.origins)
     if args.plot is not None:
         rows = json.loads((Path(args.out) / "calib_cnn.json").read_text())["runs"]
         if rows:

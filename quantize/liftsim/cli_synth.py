@@ -49,6 +49,10 @@ def add_options_arguments(parser: argparse.ArgumentParser) -> None:
                              f"the spec's fixed 0.55 H)")
     parser.add_argument("--protocol", choices=("P1", "P2", "P3"), default=d.protocol,
                         help="P1 lift-hold-return (default), P2 place at 0.44 H without return, P3 lift and hold")
+    parser.add_argument("--origins", choices=("spread", "paper"), default=d.origins,
+                        help=f"spread: origins drawn around each zone's target (x kappa); paper: the NIOSH "
+                             f"protocol, midpoints except per-subject altered zones 1-3, 4, 7, 10 "
+                             f"(default {d.origins})")
     parser.add_argument("--midpoints", action="store_true", help="every origin on its zone's target point")
 
 
@@ -61,7 +65,7 @@ def options_from_args(args: argparse.Namespace):
                       dropout_mean_ms=args.dropout_mean_ms, clock_offset_ms=args.clock_offset_ms,
                       mount_error_scale=args.mount_error_scale, sensor_errors=not args.no_sensor_errors,
                       artefacts=not args.no_artefacts, midpoints=args.midpoints, step_scale=args.step_scale,
-                      hold_spread=args.hold_spread, protocol=args.protocol)
+                      hold_spread=args.hold_spread, protocol=args.protocol, origins=args.origins)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -39,6 +39,11 @@ class SimOptions:
             extended-column loads (spec: 0.5 Beta(1, 3), mean 0.125).
         hold_spread: SD of the lift destination's height as a fraction of
             stature (spec: fixed at 0.55 H, i.e. 0); kept within 0.35-0.85 H.
+        origins: ``spread``: every zone's origin is drawn around its target with SD
+            ``origin_spread x kappa x extent`` (the spec's §8 lever); ``paper``: the
+            NIOSH protocol as the paper states it, zones 5, 6, 8, 9, 11, 12 at their
+            midpoint plus placement jitter and zones 1-3, 4, 7, 10 at per-subject altered
+            points (:mod:`quantize.liftsim.origins`). ``midpoints`` overrides both.
         protocol: ``P1`` lift, hold, return the load to its origin (default);
             ``P2`` place it at (0.30 m, 0.44 H), no return; ``P3`` lift and hold only.
     """
@@ -57,6 +62,7 @@ class SimOptions:
     step_scale: float = 1.0
     hold_spread: float = 0.0
     protocol: str = "P1"
+    origins: str = "spread"
 
     def __post_init__(self) -> None:
         checks = [
@@ -71,6 +77,8 @@ class SimOptions:
             ("step_scale", self.step_scale, 0.0, 8.0),
             ("hold_spread", self.hold_spread, 0.0, 0.3),
         ]
+        if self.origins not in ("spread", "paper"):
+            raise ConfigError(f"option origins={self.origins!r}; expected spread or paper")
         if self.protocol not in ("P1", "P2", "P3"):
             raise ConfigError(f"option protocol={self.protocol!r}; expected P1, P2 or P3")
         for name, value, lo, hi in checks:

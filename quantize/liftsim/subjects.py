@@ -38,6 +38,10 @@ class Subject:
         step_propensity: Probability of stepping toward an extended-column load.
         tremor_hz: Centre frequency of physiological tremor.
         errors: The subject's sensors' errors and mounting.
+        clearance: Gap (m) the subject keeps between toes and a crate's support
+            (paper-protocol origins, :mod:`quantize.liftsim.origins`).
+        reach_fraction: Comfortable two-handed reach as a fraction of arm length
+            (paper-protocol origins of row A).
     """
 
     subject_id: str
@@ -54,6 +58,8 @@ class Subject:
     step_propensity: float
     tremor_hz: float
     errors: HardwareErrors
+    clearance: float = 0.03
+    reach_fraction: float = 0.75
 
     @property
     def dominant(self) -> str:
@@ -77,6 +83,9 @@ def make_subject(seed: int, index: int, options: SimOptions = SimOptions()) -> S
     offset N(0, 4 kappa) cm; step propensity min(1, kappa step_scale 0.5 Beta(1, 3));
     speed LN(0, 0.15); tremor N(8, 1) Hz clipped to [6, 11] (postural hand tremor peaks
     near 7 Hz, Arch Neurol 1982 normative study / 6-12 Hz, Lakie et al. 2015).
+    From a separate stream ``(seed, index, 3)`` (so the draws above do not move): toe
+    clearance N(3, 1.5 kappa) cm clipped to [0.5, 8] and comfortable reach fraction
+    N(0.75, 0.05 kappa) clipped to [0.6, 0.9], used by ``--origins paper`` [E].
     """
     rng = np.random.default_rng([int(seed), int(index), 1])
     k = options.difficulty
@@ -98,8 +107,12 @@ def make_subject(seed: int, index: int, options: SimOptions = SimOptions()) -> S
     step_propensity = float(min(1.0, k * options.step_scale * 0.5 * rng.beta(1, 3)))
     tremor_hz = float(np.clip(rng.normal(8.0, 1.0), 6.0, 11.0))
     errors = draw_hardware_errors(rng, options)
+    # Comfort of the paper-protocol origins, from a stream of its own so every other draw is unchanged.
+    comfort = np.random.default_rng([int(seed), int(index), 3])
+    clearance = float(np.clip(comfort.normal(0.03, 0.015 * k), 0.005, 0.08))
+    reach_fraction = float(np.clip(comfort.normal(0.75, 0.05 * k), 0.6, 0.9))
     return Subject(f"S{index + 1:02d}", int(index), sex, float(stature), mass, left_handed, dims, style,
-                   speed, pronation, foot_offset, step_propensity, tremor_hz, errors)
+                   speed, pronation, foot_offset, step_propensity, tremor_hz, errors, clearance, reach_fraction)
 
 
 def make_cohort(n_subjects: int, seed: int, options: SimOptions = SimOptions(), first_index: int = 0) -> List[Subject]:

@@ -20,6 +20,7 @@ from edge.layout import SAMPLE_RATE_HZ, ZONE_RISK
 from . import artefacts
 from .body import forward_kinematics
 from .options import SimOptions
+from .origins import paper_origin
 from .posture import Keyframe, perturb, solve_posture
 from .sensors import (DECIMATION, SYNTH_RATE_HZ, apply_hardware, decimate, ideal_imu, placements,
                       sensor_kinematics, time_shift)
@@ -65,10 +66,17 @@ def truncated_normal(rng: np.random.Generator, mean: float, sd: float, lo: float
 
 
 def sample_origin(zone: int, subject: Subject, rng: np.random.Generator, options: SimOptions) -> Tuple[float, float]:
-    """Lift origin (h from the marked foot line, V) inside the zone (labels stay valid)."""
+    """Lift origin (h from the marked foot line, V) inside the zone (labels stay valid).
+
+    ``options.origins``: ``spread`` draws around the zone's target (SD origin_spread x
+    kappa x the zone's extent, truncated inside the zone); ``paper`` follows the NIOSH
+    protocol (midpoints, altered points for zones 1-3, 4, 7, 10; :mod:`.origins`).
+    """
     (h_lo, h_hi, h_t), (v_lo, v_hi, v_t) = zone_geometry(zone, subject.stature)
     if options.midpoints:
         return h_t, v_t
+    if options.origins == "paper":
+        return paper_origin(int(zone), subject, rng, (h_lo, h_hi, h_t), (v_lo, v_hi, v_t))
     s = options.origin_spread * options.difficulty
     return (truncated_normal(rng, h_t, s * (h_hi - h_lo), h_lo, h_hi),
             truncated_normal(rng, v_t, s * (v_hi - v_lo), v_lo, v_hi))
