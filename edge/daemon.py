@@ -35,6 +35,18 @@ Life cycle:
   (default ``<events>.health.json``), and ``edge.manage``'s status request
   returns the same dictionary over the management port.
 * A replayed recording that ends ends the daemon (exit 0) after its last lift.
+* Restart on request: the management port's ``restart`` op (``host restart
+  --port``) stops the daemon as SIGTERM does (a ``stop`` event with
+  ``"restart_requested": true``) and exits with :data:`RESTART_EXIT_STATUS`
+  (75), non-zero so systemd's ``Restart=on-failure``
+  (``edge/systemd/liftguard-hub.service``) starts it again after
+  ``RestartSec``. Without a supervisor the daemon simply stays stopped.
+* Clock: each ``lift``, ``skipped`` and ``not_a_lift`` event carries
+  ``clock`` (when the source has one: ``serial://``), the pair
+  ``{"host_s", "device_s"}`` that puts the window's grid times ``t_start`` /
+  ``t_end`` on the sensor hub's own clock (``t_device = t - host_s +
+  device_s``), so a rig on another machine can place every window on its
+  recording without sharing this machine's monotonic clock.
 """
 
 from __future__ import annotations
@@ -55,6 +67,10 @@ from .aligner import GridRow, Outage, SensorChange
 HELP = "run the hub: read six IMUs, find each lift, classify it on the device, buzz"
 
 LOG = logging.getLogger("liftguard.hub")
+
+#: Exit status of a restart requested over the management port (EX_TEMPFAIL):
+#: non-zero so systemd's ``Restart=on-failure`` brings the daemon back.
+RESTART_EXIT_STATUS = 75
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -137,6 +153,8 @@ class Hub:
         self._pending: set = set()
         self._manager: Any = None
         self._t_event: Optional[float] = None
+        #: Set by :meth:`request_restart` (the management port's ``restart`` op).
+        self.restart_requested = False
         #: Callbacks ``f(record)`` called after each classified lift (tests, rigs).
         self.on_lift: List[Callable[[Dict[str, Any]], None]] = []
 
@@ -255,20 +273,31 @@ class Hub:
                 self.counts["outages"] += 1
                 self._event("outage", detail=o.detail)
 
+    def _clock(self) -> Optional[Dict[str, Any]]:
+        """The source's host-to-device clock anchor (``serial://``), or None."""
+        try:
+            anchor = getattr(self.source, "clock_anchor", None)
+        except Exception:  # pragma: no cover - defensive: a source property must not stop the hub
+            return None
+        return dict(anchor) if isinstance(anchor, dict) else None
+
     def _window(self, win: Any) -> None:
         t_ready = time.monotonic()
         t_arrival = self._t_event if self._t_event is not None else t_ready  # the window's last reading
+        clock = self._clock()
+        extra = {} if clock is None else {"clock": clock}
         if win.skip_reason is not None or self.bundle is None:
             reason = win.skip_reason or f"no model loaded ({self.bundle_error})"
             self.counts["skipped"] += 1
             LOG.warning("lift at rows %d-%d not classified: %s", win.start_index, win.end_index, reason)
-            self._event("skipped", lift=win.describe(), reason=reason, health=self.sensor_health())
+            self._event("skipped", lift=win.describe(), reason=reason, health=self.sensor_health(), **extra)
             return
-        task = asyncio.get_running_loop().create_task(self._classify(win, self.bundle, t_arrival))
+        task = asyncio.get_running_loop().create_task(self._classify(win, self.bundle, t_arrival, clock))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _classify(self, win: Any, bundle: Any, t_arrival: float) -> None:
+    async def _classify(self, win: Any, bundle: Any, t_arrival: float,
+                        clock: Optional[Dict[str, Any]] = None) -> None:
         loop = asyncio.get_running_loop()
         gate = getattr(bundle, "gate", None) if self.use_gate else None
 
@@ -284,14 +313,16 @@ class Hub:
         except Exception as exc:  # a bad window must not stop the hub
             self.counts["skipped"] += 1
             LOG.error("lift at rows %d-%d: classification failed: %s", win.start_index, win.end_index, exc)
-            self._event("skipped", lift=win.describe(), reason=f"classification failed: {exc}")
+            self._event("skipped", lift=win.describe(), reason=f"classification failed: {exc}",
+                        **({} if clock is None else {"clock": clock}))
             return
         if result is None:
             self.counts["not_a_lift"] += 1
             LOG.info("movement %d-%d (%.1f s): not a lift (gate p=%.3f < %.3f)", win.start_index,
                      win.end_index, win.duration_s, p_lift, gate.threshold)
             self._event("not_a_lift", p_lift=round(float(p_lift), 5), threshold=round(gate.threshold, 5),
-                        model_id=bundle.model_id, model_version=bundle.model_version, lift=win.describe())
+                        model_id=bundle.model_id, model_version=bundle.model_version, lift=win.describe(),
+                        **({} if clock is None else {"clock": clock}))
             return
         t_alert = self.alerts.alert(result.risk)
         buzzed = t_alert is not None
@@ -307,6 +338,8 @@ class Hub:
         }
         if p_lift is not None:
             record["p_lift"] = round(float(p_lift), 5)
+        if clock is not None:
+            record["clock"] = clock
         self.lifts.append(record)
         del self.lifts[:-100]
         LOG.info("lift %d-%d (%.1f s): %s  p=%s  %.1f ms%s", win.start_index, win.end_index, win.duration_s,
@@ -373,13 +406,20 @@ class Hub:
             loop.create_task(self.check_bundle())
 
         self._manager = ManagementServer(self.cfg.manage_port, self.store, self.health, self.cfg.events,
-                                         on_change=changed)
+                                         on_change=changed, on_restart=self.request_restart)
         await self._manager.serve()
 
     def request_stop(self) -> None:
         """Ask the daemon to stop (what SIGTERM does); thread-unsafe, call on the loop."""
         if self._stopping is not None:
             self._stopping.set()
+
+    def request_restart(self) -> None:
+        """Stop as :meth:`request_stop` does, then exit with :data:`RESTART_EXIT_STATUS` (call on the loop)."""
+        LOG.warning("restart requested over the management port: stopping, exit status %d "
+                    "(the service manager starts the hub again)", RESTART_EXIT_STATUS)
+        self.restart_requested = True
+        self.request_stop()
 
     # -- main -------------------------------------------------------------------
     async def run(self, duration: Optional[float] = None) -> int:
@@ -439,7 +479,7 @@ class Hub:
                 await asyncio.gather(*list(self._pending), return_exceptions=True)
             if self.alerts is not None:
                 await self.alerts.wait()
-            return 0
+            return RESTART_EXIT_STATUS if self.restart_requested else 0
         finally:
             self._stopping.set()
             if self._manager is not None:
@@ -461,7 +501,8 @@ class Hub:
                     pass
             if self.alerts is not None:
                 self.alerts.close()
-            self._event("stop", counts=dict(self.counts), health=self.sensor_health())
+            self._event("stop", counts=dict(self.counts), health=self.sensor_health(),
+                        **({"restart_requested": True} if self.restart_requested else {}))
             self._log_executor.shutdown(wait=True)
             self.events.close()
             self._executor.shutdown(wait=True)

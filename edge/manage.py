@@ -57,12 +57,34 @@ op             request body                            response body
 =============  ======================================  =====================================
 ``status``     ``{}``                                  ``{"store": ..., "daemon": ..., "link": ...}``
 ``logs``       ``{"lines": N}`` (default 50)           parts ``{"lines": [str, ...]}``
+``logs``       ``{"since": CURSOR, "max_bytes": N}``   parts ``{"text": str}``; the last one also
+                                                       ``{"next": CURSOR, "more", "lost", "path"}``
+``restart``    ``{}``                                  ``{"restarting": true, "pid"}``, then the
+                                                       daemon exits non-zero (systemd restarts it)
 ``provision``  ``{"public_key", "hub_id", "replace"}``  ``{"hub_id", "key_fingerprint", "replaced"}``
 ``rollback``   ``{}``                                  ``{"active", "previous"}``
 ``versions``   ``{}``                                  ``{"versions": [...]}``
 =============  ======================================  =====================================
 
 A failed op answers ``ok=False`` with ``{"error": "one line"}``.
+
+Reading the event log without losing lines (``logs`` with ``since``): a
+cursor is ``{"inode": I, "offset": B, "head": HEX}``, a byte position in one
+file of the rotated log (rotation renames ``events.jsonl`` to ``.1``, so the
+inode follows the lines; ``head``, the file's first bytes, tells a reused
+inode from the file it was). ``since: "end"`` returns no text and the cursor of the log's end
+(take it before something happens), ``since: "start"`` reads from the oldest
+rotated file, a cursor reads from where an earlier answer stopped, across
+rotations. Only whole lines are returned (a line being written stays for the
+next call); at most ``max_bytes`` (default 256 KiB) per answer, ``more`` says
+there is more. ``lost`` is true when the cursor's file has been rotated away
+(lines were lost between the two calls; reading resumes at the oldest file).
+The text comes split over as many parts as the frames need;
+:meth:`ManagementClient.log_since` joins them and loops while ``more``.
+
+``restart`` answers first, then asks the daemon (``on_restart``) to stop
+and exit with :data:`edge.daemon.RESTART_EXIT_STATUS`; a hub process that
+cannot restart itself (no ``on_restart``) refuses the op.
 """
 
 from __future__ import annotations
@@ -109,6 +131,10 @@ DEFAULT_WINDOW = 8
 _PART_BYTES = MAX_PAYLOAD - 512
 #: fsync the partial file every this many bytes.
 _SYNC_EVERY = 256 * 1024
+#: Event-log bytes one ``logs``/``since`` answer carries at most (one longer line is sent whole).
+DEFAULT_LOG_CHUNK = 256 * 1024
+#: Management ops the server answers.
+OPS = ("status", "logs", "provision", "rollback", "versions", "restart")
 
 
 class HubUnreachable(FlashError):
@@ -211,18 +237,21 @@ class ManagementServer:
         on_change: Called (in the event loop) after the active bundle changed.
         device_id: Reported in Capabilities; defaults to the store's hub id.
         firmware_version: Reported in Capabilities.
+        on_restart: Called (in the event loop) after the answer to a
+            ``restart`` op was sent; None: the op is refused.
     """
 
     def __init__(self, port_url: str, store: Any, status_provider: Callable[[], Dict[str, Any]],
                  event_log_path: Optional[Union[str, Path]], *, baud: int = 921600,
                  on_change: Optional[Callable[[], Any]] = None, device_id: Optional[str] = None,
-                 firmware_version: str = "") -> None:
+                 firmware_version: str = "", on_restart: Optional[Callable[[], Any]] = None) -> None:
         self.port_url = port_url
         self.store = store
         self.status_provider = status_provider
         self.event_log_path = Path(event_log_path) if event_log_path else None
         self.baud = baud
         self.on_change = on_change
+        self.on_restart = on_restart
         self.device_id = device_id
         self.firmware_version = firmware_version or _package_version()
         self.decoder = FrameDecoder(track_sequence=False)
@@ -464,10 +493,10 @@ class ManagementServer:
 
     # ------------------------------------------------------------ requests
     async def _on_request(self, m: ManagementRequest) -> None:
-        handler = getattr(self, f"_op_{m.op}", None)
+        handler = getattr(self, f"_op_{m.op}", None) if m.op in OPS else None
         if handler is None:
             return self._send(ManagementResponse(request_id=m.request_id, ok=False, body={
-                "error": f"unknown op {m.op!r}; expected one of status, logs, provision, rollback, versions"}))
+                "error": f"unknown op {m.op!r}; expected one of {', '.join(OPS)}"}))
         try:
             loop = asyncio.get_running_loop()
             parts = await loop.run_in_executor(None, handler, dict(m.body))
@@ -483,6 +512,11 @@ class ManagementServer:
                                           final=i == len(parts) - 1))
         if m.op == "rollback" and self.on_change is not None:
             maybe = self.on_change()
+            if asyncio.iscoroutine(maybe):
+                await maybe
+        if m.op == "restart" and self.on_restart is not None:
+            self.counters["restarts_requested"] += 1
+            maybe = self.on_restart()
             if asyncio.iscoroutine(maybe):
                 await maybe
 
@@ -516,7 +550,15 @@ class ManagementServer:
             parts.append({"daemon": chunk})
         return parts
 
+    def _op_restart(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        if self.on_restart is None:
+            raise FlashError("restart: this hub process cannot restart itself (only the edge run daemon "
+                             "under a service manager can)")
+        return {"restarting": True, "pid": os.getpid()}
+
     def _op_logs(self, body: Dict[str, Any]) -> List[Dict[str, Any]]:
+        if "since" in body:
+            return self._logs_since(body)
         try:
             n = int(body.get("lines", 50))
         except (TypeError, ValueError):
@@ -534,6 +576,27 @@ class ManagementServer:
             current.append(line)
             size += len(json.dumps(line)) + 1
         parts.append({"lines": current, "path": str(self.event_log_path) if self.event_log_path else None})
+        return parts
+
+    def _logs_since(self, body: Dict[str, Any]) -> List[Dict[str, Any]]:
+        """The ``logs`` op with a cursor: whole lines after it, split into frame-sized parts."""
+        try:
+            max_bytes = int(body.get("max_bytes", DEFAULT_LOG_CHUNK))
+        except (TypeError, ValueError):
+            raise FlashError(f"logs: max_bytes {body.get('max_bytes')!r} is not an integer") from None
+        max_bytes = max(1024, min(max_bytes, 16 * DEFAULT_LOG_CHUNK))
+        since = body.get("since")
+        if since not in ("start", "end") and not (
+                isinstance(since, dict) and isinstance(since.get("inode"), int)
+                and isinstance(since.get("offset"), int) and since["offset"] >= 0):
+            raise FlashError(f"logs: since {since!r}; expected \"start\", \"end\" or a cursor "
+                             f"{{\"inode\": I, \"offset\": B}} from an earlier answer")
+        if self.event_log_path is None:
+            text, cursor, more, lost = "", {"inode": 0, "offset": 0}, False, False
+        else:
+            text, cursor, more, lost = read_log_since(self.event_log_path, since, max_bytes)
+        parts = [{"text": piece} for piece in _split_for_frames(text)]
+        parts[-1].update(next=cursor, more=more, lost=lost, path=str(self.event_log_path))
         return parts
 
     def _op_provision(self, body: Dict[str, Any]) -> Dict[str, Any]:
@@ -559,6 +622,117 @@ def tail_lines(path: Optional[Path], n: int) -> List[str]:
         for line in fh:
             dq.append(line.rstrip("\n"))
     return list(dq)
+
+
+def _log_files(path: Path) -> List[Path]:
+    """The rotated event log's files, oldest first (``path.N`` ... ``path.1``, ``path``)."""
+    rotated = [p for p in path.parent.glob(path.name + ".*") if p.suffix[1:].isdigit()]
+    rotated.sort(key=lambda p: -int(p.suffix[1:]))
+    return rotated + ([path] if path.exists() else [])
+
+
+def read_log_since(path: Path, since: Any, max_bytes: int = DEFAULT_LOG_CHUNK) -> "tuple[str, Dict[str, int], bool, bool]":
+    """Whole lines of a rotated log after a cursor (see the module docstring).
+
+    Args:
+        path: The log file (rotated files are ``path.1`` ... ``path.N``).
+        since: ``"start"``, ``"end"`` or ``{"inode", "offset"}``.
+        max_bytes: Bytes to return at most (a single longer line is returned whole).
+
+    Returns:
+        ``(text, next cursor, more, lost)``.
+
+    Raises:
+        FlashError: The log rotated three times while being read.
+    """
+    for _attempt in range(3):  # a rotation between listing and reading: list again
+        try:
+            files = _log_files(Path(path))
+            inodes = [os.stat(f).st_ino for f in files]
+        except OSError:
+            continue
+        if not files:
+            lost = isinstance(since, dict) and since["inode"] != 0
+            return "", {"inode": 0, "offset": 0}, False, lost
+        if since == "end":
+            end = os.stat(files[-1]).st_size
+            return "", _cursor(files[-1], inodes[-1], end), False, False
+        lost = False
+        index, offset = 0, 0
+        if isinstance(since, dict) and since["inode"] != 0:
+            head = str(since.get("head", ""))
+            if since["inode"] in inodes and _head(files[inodes.index(since["inode"])], len(head) // 2) == head:
+                index, offset = inodes.index(since["inode"]), since["offset"]
+            else:
+                lost = True  # rotated away (or its inode reused by a newer file): resume at the oldest line
+        chunks: List[bytes] = []
+        size = 0
+        cursor = _cursor(files[index], inodes[index], offset)
+        more = False
+        try:
+            for i in range(index, len(files)):
+                budget = max_bytes - size
+                if budget <= 0:
+                    more = True
+                    break
+                start = offset if i == index else 0
+                with open(files[i], "rb") as fh:
+                    st = os.fstat(fh.fileno())
+                    if st.st_ino != inodes[i]:
+                        raise OSError("rotated while reading")
+                    if start > st.st_size:  # truncated under us: read it from its start
+                        lost, start = True, 0
+                    fh.seek(start)
+                    data = fh.read(budget)
+                    cut = data.rfind(b"\n") + 1
+                    if cut == 0 and size == 0 and len(data) == budget:  # one line longer than the budget
+                        data += fh.readline()
+                        cut = len(data) if data.endswith(b"\n") else 0
+                    if i < len(files) - 1 and len(data) < budget:  # a rotated file is complete: all of it
+                        cut = len(data)
+                chunk = data[:cut]
+                chunks.append(chunk if not chunk or chunk.endswith(b"\n") else chunk + b"\n")
+                size += cut
+                cursor = _cursor(files[i], inodes[i], start + cut)
+                if start + cut < st.st_size or len(data) == budget:  # stopped inside this file
+                    more = len(data) == budget or i < len(files) - 1
+                    break
+        except OSError:
+            continue
+        return b"".join(chunks).decode("utf-8", errors="replace"), cursor, more, lost
+    raise FlashError(f"logs: {path} kept rotating while being read; try again")
+
+
+#: Bytes at the start of a log file a cursor remembers (inodes are reused after a file is deleted).
+_HEAD_BYTES = 48
+
+
+def _head(path: Path, limit: int = _HEAD_BYTES) -> str:
+    """Hex of a file's first ``limit`` bytes ("" if unreadable)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(limit).hex()
+    except OSError:
+        return ""
+
+
+def _cursor(path: Path, inode: int, offset: int) -> Dict[str, Any]:
+    """A cursor: the file's inode, the byte offset, and the file's first bytes up to the offset."""
+    return {"inode": inode, "offset": offset, "head": _head(path, min(offset, _HEAD_BYTES))}
+
+
+def _split_for_frames(text: str) -> List[str]:
+    """Cut ``text`` into pieces whose JSON encoding fits one response part."""
+    limit = _PART_BYTES - 256
+    pieces: List[str] = []
+    i = 0
+    while i < len(text):
+        step = min(len(text) - i, limit)
+        while len(json.dumps(text[i:i + step])) > limit:
+            step = max(1, step // 2)
+        pieces.append(text[i:i + step])
+        i += step
+    return pieces or [""]
 
 
 def _package_version() -> str:
@@ -689,6 +863,33 @@ class ManagementClient:
                 else:
                     merged[key] = value
         return merged
+
+    def log_since(self, since: Any = "start", *, max_bytes: int = DEFAULT_LOG_CHUNK,
+                  timeout: Optional[float] = None) -> "tuple[List[str], Dict[str, int], bool]":
+        """Every whole event-log line after ``since`` (``"start"``, ``"end"`` or a cursor).
+
+        Loops while the hub says there is more.
+
+        Returns:
+            ``(lines, next cursor, lost)``; ``lost`` is True when lines were
+            rotated away before they could be read.
+        """
+        lines: List[str] = []
+        lost = False
+        cursor = since
+        while True:
+            parts = self.request("logs", {"since": cursor, "max_bytes": max_bytes}, timeout)
+            text = "".join(p.get("text", "") for p in parts)
+            last = parts[-1]
+            if "next" not in last:
+                raise HubRefused("the hub's logs op does not take a cursor (an older hub build); "
+                                 "update the hub software")
+            lines += [ln for ln in text.split("\n") if ln.strip()]
+            lost = lost or bool(last.get("lost"))
+            moved = last["next"] != cursor
+            cursor = last["next"]
+            if not last.get("more") or not moved:
+                return lines, cursor, lost
 
     def hello(self, timeout: Optional[float] = None) -> Capabilities:
         """Ask the hub who it is, repeating Hello every 0.5 s until it answers.
@@ -832,4 +1033,4 @@ class ManagementClient:
 
 
 __all__ = ["ManagementServer", "ManagementClient", "HubUnreachable", "HubRefused", "tail_lines",
-           "parse_port_url", "open_serial", "DEFAULT_WINDOW"]
+           "parse_port_url", "open_serial", "DEFAULT_WINDOW", "read_log_since", "OPS"]

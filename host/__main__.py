@@ -16,6 +16,7 @@ TOOL = CommandLineTool(
         "verify": "host.verify",
         "status": "host.status",
         "logs": "host.logs",
+        "restart": "host.restart",
         "scan": "host.scan",
         "record": "host.record",
         "monitor": "host.monitor",

@@ -39,6 +39,13 @@ Options (query string):
     arrival time. ``device``: ``t_host`` is the host time of the first frame
     plus the sensor hub's elapsed clock, so an emulator playing N× faster
     than real time looks like real time to the aligner (tests, rigs).
+    Either way :attr:`SerialHubSource.clock_anchor` (also in :meth:`health`
+    and in the daemon's lift events as ``clock``) gives the pair
+    ``(host_s, device_s)`` that maps host (grid) time to the sensor hub's
+    clock: ``t_device = t_host - host_s + device_s``; with ``device`` it is
+    exact, with ``host`` it is the newest frame (exact to the link's jitter).
+    A rig on another machine puts the hub's lift windows on its own
+    recording's clock with it (``hil_tests``, ``--hub-port``).
 ``buzz_ack``
     Seconds :meth:`SerialHubSource.send_buzz` waits for the Ack (default 0.5).
 ``retry_open``
@@ -230,6 +237,7 @@ class SerialHubSource(ImuSource):
         self._last_frame_at: Optional[float] = None
         self._link_quiet = False
         self._clock_anchor: Optional[Tuple[float, int]] = None
+        self._last_device_pair: Optional[Tuple[float, int]] = None  # (arrival, t_us) of the newest frame
         self._closed_sent = False
 
     # ------------------------------------------------------------ lifecycle
@@ -361,7 +369,26 @@ class SerialHubSource(ImuSource):
             "sensors": dict(zip(SENSORS, self._sensor_state)),
             "last_problem": self.decoder.last_problem,
             "counters": counters,
+            "clock": self.clock_anchor,
         }
+
+    @property
+    def clock_anchor(self) -> Optional[Dict[str, Any]]:
+        """How host (grid) time maps to the sensor hub's clock, or None before the first frame.
+
+        ``{"mode": "device"|"host", "host_s": ..., "device_s": ...}``: a reading
+        stamped ``t_host`` was sent at sensor-hub time ``t_host - host_s +
+        device_s``. With ``clock=device`` this is the anchor every ``t_host``
+        is computed from (exact); with ``clock=host`` it is the newest frame's
+        arrival time and device time (exact to the link's jitter).
+        """
+        if self.options["clock"] == "device":
+            anchor = self._clock_anchor
+        else:
+            anchor = self._last_device_pair
+        if anchor is None:
+            return None
+        return {"mode": self.options["clock"], "host_s": float(anchor[0]), "device_s": anchor[1] / 1e6}
 
     # ------------------------------------------------------------ port
 
@@ -581,6 +608,7 @@ class SerialHubSource(ImuSource):
             t_host = self._clock_anchor[0] + (frame.t_us - self._clock_anchor[1]) / 1e6
         else:
             t_host = now
+            self._last_device_pair = (now, frame.t_us)
         t_sensor = frame.t_us / 1e6
         stuck_limit = self.options["stuck"]
         raw_bytes = frame.raw.tobytes()  # compare rows as bytes: much cheaper than numpy per row
