@@ -133,10 +133,6 @@ def export_version(but: BundleUnderTest, version: str, work: Path) -> Path:
 def hil_bundle(hil_options, hil_workdir) -> BundleUnderTest:
     """The bundle under test (``--bundle``/``--trust``/``--data``, or built once per session)."""
     opts = hil_options
-    if opts["hub_port"]:
-        raise RigError(f"--hub-port {opts['hub_port']}: these scenarios start the hub under test on this machine; "
-                       f"driving a hub on another board (events over `host logs`, no shared clock) is not "
-                       f"implemented yet. Use --rig-port to play into a real serial port instead.")
     if opts["bundle"] is not None:
         if not opts["trust"]:
             raise RigError("--bundle needs --trust KEY.pub (the key that signed it)")
@@ -182,7 +178,7 @@ def hil_shift(hil_options, hil_workdir) -> Callable[[float], Path]:
 @pytest.fixture(scope="session")
 def hil_clean_run(hil_bundle, hil_shift, hil_options, hil_workdir):
     """``hil_clean_run(minutes)``: the fault-free replay of a shift, once per length (the faults' reference)."""
-    from .rig import play, stream_from_shift
+    from .rig import links, play, stream_from_shift
 
     done = {}
 
@@ -190,8 +186,7 @@ def hil_clean_run(hil_bundle, hil_shift, hil_options, hil_workdir):
         if minutes not in done:
             stream = stream_from_shift(hil_shift(minutes))
             done[minutes] = play(stream, hil_workdir / f"clean-{minutes:g}min", bundle=hil_bundle.bundle,
-                                 trust=hil_bundle.trust, speed=hil_options["speed"],
-                                 rig_port=hil_options["rig_port"], progress=_say)
+                                 trust=hil_bundle.trust, progress=_say, **links(hil_options))
         return done[minutes]
 
     return get

@@ -3,8 +3,13 @@
 Options (all optional; without them everything runs on emulated parts):
 
 ``--hub-port URL``
-    Management serial port of a real hub on the bench (``host status/logs/flash
-    --port``). Without it the fixture starts the real ``edge run`` process here.
+    Management serial port of a hub on another board (``host status/logs/flash
+    --port``); needs ``--rig-port``. The hub under test is then reached only
+    through it (:class:`hil_tests.rig.RemoteHub`). Without it the fixture
+    starts the real ``edge run`` process here.
+``--hub-reprovision``
+    With ``--hub-port``: a bench hub that trusts another key is re-provisioned
+    (``host provision --replace``) with the bundle's key instead of refused.
 ``--rig-port PORT``
     Serial port the sensor rig plays into (a USB-serial cable wired to the
     hub's sensor input). Without it ``host emulate`` makes a pseudo-terminal.
@@ -40,7 +45,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     """Register the HIL options."""
     group = parser.getgroup("hil", "LiftGuard hardware-in-the-loop rig")
     group.addoption("--hub-port", default=None, metavar="URL",
-                    help="management port of a real hub under test (default: start `edge run` here)")
+                    help="management port of a hub on another board, wired to --rig-port (default: start "
+                         "`edge run` here)")
+    group.addoption("--hub-reprovision", action="store_true",
+                    help="with --hub-port: replace the bench hub's trusted key with the bundle's (host provision "
+                         "--replace) instead of refusing")
     group.addoption("--rig-port", default=None, metavar="PORT",
                     help="serial port the sensor rig plays into (default: a new pseudo-terminal)")
     group.addoption("--bundle", default=None, metavar="FILE",
@@ -70,6 +79,10 @@ def pytest_configure(config: pytest.Config) -> None:
     """Point junitxml into the report folder and register the report collector."""
     config.addinivalue_line("markers", "slow: long runs kept out of make test")
     config.addinivalue_line("markers", "hil: a scenario that drives the hub under test")
+    hub_port = config.getoption("--hub-port", default=None)
+    if hub_port and not config.getoption("--rig-port", default=None):
+        raise pytest.UsageError(f"--hub-port {hub_port} needs --rig-port PORT: the serial port wired to that hub's "
+                                f"sensor input, into which the rig plays (docs/qa.md, Bench)")
     out = config.getoption("--hil-report", default=None)
     out_dir = Path(out).resolve() if out else None
     if out_dir is not None:
@@ -192,6 +205,7 @@ def hil_options(request: pytest.FixtureRequest) -> dict:
 
     return {
         "hub_port": opt("--hub-port"),
+        "reprovision": bool(opt("--hub-reprovision")),
         "rig_port": opt("--rig-port"),
         "bundle": path("--bundle"),
         "trust": path("--trust"),

@@ -6,6 +6,11 @@ The pieces are the real ones:
   as a subprocess reading ``serial://<pty>?clock=device``, alerting through
   ``hub`` (the Buzz command back to the sensor hub, which the rig records)
   and a mock gpiozero pin, and writing its JSON-lines event log;
+* :class:`RemoteHub` (``--hub-port``) is the same role for a hub on another
+  board, reached only through its management port: the bundle under test
+  goes on with ``host provision`` / ``host flash``, each run starts with the
+  ``restart`` op (systemd brings the daemon back), health comes from the
+  ``status`` op and the event log from the ``logs`` op with a cursor;
 * :class:`SensorRig` is :class:`host.sensorhub_emulator.SensorHubEmulator`
   (what ``host emulate`` runs) playing a :class:`Stream` into a
   pseudo-terminal (or ``--rig-port``) at N times real time with a seeded
@@ -14,14 +19,16 @@ The pieces are the real ones:
   a new bundle mid-stream, and returns a :class:`RunResult` whose
   detections are on the stream's own clock (see :mod:`hil_tests.scoring`).
 
-Clock mapping. With ``clock=device`` the hub's grid time is
-``t_grid = anchor_host + (t_device - anchor_device)``, where the anchor is the
-first frame the hub process read (``edge.sources.serial_hub``) and
-``anchor_host`` its monotonic arrival time (CLOCK_MONOTONIC is shared by every
-process on the machine). The hub sends ``Hello`` when it opens the port; the
-rig notes the monotonic time and its playback position at that moment, so
-``stream_s = t_grid - hello_time + stream_s(anchor frame)`` to within a few
-frames. Each hub process (a restart makes a new one) gets its own anchor.
+Clock mapping (no shared clock needed). Every frame the rig sends carries the
+sensor hub's device time, ``t_us = t_us[0] + stream_s * 1e6`` (the
+emulator's ``t_us``; a drifting clock changes only the pace, not the stamps).
+The hub logs, with each lift window, the clock anchor of its serial source
+(``"clock": {"host_s", "device_s"}``, :attr:`edge.sources.serial_hub.SerialHubSource.clock_anchor`):
+the window's grid time ``t`` was device time ``t - host_s + device_s``, so
+``stream_s = t - host_s + device_s - t_us[0] / 1e6``, exactly, whatever
+machine the hub runs on and however often it was restarted (each process logs
+its own anchor). The Hellos the rig receives are kept only to note when each
+hub process opened the link (its playback position then).
 """
 
 from __future__ import annotations
@@ -218,6 +225,29 @@ class HubProcess:
         self.proc: Optional[subprocess.Popen] = None
         self.launches: List[float] = []  # monotonic time of each start
 
+    #: Where the hub under test runs.
+    mode = "local"
+
+    def describe(self) -> str:
+        """One line for progress output."""
+        return f"edge {' '.join(self.cmd[3:])}"
+
+    def record(self) -> Dict[str, Any]:
+        """What the rig notes about the hub in ``rig.json``."""
+        return {"mode": self.mode, "cmd": self.cmd, "launches": len(self.launches)}
+
+    @property
+    def starts(self) -> int:
+        """Hub processes that ran."""
+        return len(self.launches)
+
+    def cleanup(self) -> None:
+        """After a run, whatever happened: SIGKILL if still running."""
+        self.kill()
+
+    def release(self) -> None:
+        """Nothing to release for a local hub (see :meth:`RemoteHub.release`)."""
+
     def start(self) -> "HubProcess":
         """Launch (or relaunch) the daemon."""
         if self.proc is not None and self.proc.poll() is None:
@@ -298,6 +328,325 @@ class HubProcess:
         raise RigError(f"hub under test: {what} not seen within {timeout:.0f} s; log tail: {tail(self.log_path, 4)}")
 
 
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class RemoteHub:
+    """The hub under test on another board, reached only through its management port (``--hub-port``).
+
+    The same interface as :class:`HubProcess`, built on the management ops
+    (:mod:`edge.manage`) and the real ``host`` commands:
+
+    * :meth:`prepare` -- ``host provision`` with the bundle's trust key when
+      the hub trusts no key yet (a hub provisioned with another key is refused
+      with a message, or re-provisioned with ``--replace`` when
+      ``reprovision``), then ``host flash --force`` unless the bundle under
+      test (same sha256) is already active;
+    * :meth:`start` -- the first time, note the end of the hub's event log
+      (``logs`` with ``since: "end"``) and send the ``restart`` op; each time,
+      wait until a daemon with a new process id reports the bundle under test
+      loaded (``status``). A fresh process per run: its own counters, clock
+      anchor and Hello to the rig;
+    * :meth:`kill` -- the ``restart`` op (what the workstation can do instead
+      of SIGKILL; systemd's ``Restart=on-failure`` brings the daemon back);
+    * :meth:`events` -- every event-log line since the run's start, fetched
+      incrementally with the ``logs`` op's cursor (nothing lost to the 50-line
+      default; a rotation that loses lines is an error), from the run's first
+      ``start`` event on; copied to ``hub.events.jsonl``;
+    * :meth:`request_health` -- the ``status`` op's ``daemon`` part;
+    * :meth:`stop` -- nothing: the hub keeps running on its board.
+
+    Args:
+        port: Management port URL (``--hub-port``).
+        workdir: Where the local copies (events, health, management log) go.
+        bundle: The signed bundle under test.
+        trust: Its public key(s).
+        speed: The rig's replay speed (above 1 the hub must read ``clock=device``).
+        reprovision: Replace a different trusted key on the hub (QA benches only).
+        restart_wait_s: Seconds to wait for a restarted daemon.
+        name: Prefix of the local files.
+        progress: Called with one line per step.
+    """
+
+    mode = "remote"
+
+    def __init__(self, port: str, workdir: Path, *, bundle: Path, trust: Sequence[Path], speed: float,
+                 reprovision: bool = False, restart_wait_s: float = 90.0, name: str = "hub",
+                 progress: Optional[Callable[[str], None]] = None) -> None:
+        self.port = port
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.bundle = Path(bundle)
+        self.trust = [Path(k) for k in trust]
+        self.speed = speed
+        self.reprovision = reprovision
+        self.restart_wait_s = restart_wait_s
+        self.say = progress or (lambda text: None)
+        self.events_path = self.workdir / f"{name}.events.jsonl"
+        self.health_path = self.workdir / f"{name}.health.json"
+        self.log_path = self.workdir / f"{name}.log"
+        for old in (self.events_path, self.health_path, self.log_path):
+            old.unlink(missing_ok=True)
+        self.cmd = ["host", "--port", port]
+        self.launches: List[float] = []
+        self.pids: List[int] = []
+        self.restarts_requested = 0
+        self.sha256 = sha256_of(self.bundle)
+        self.version: Optional[str] = None
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self._cursor: Any = None
+        self._lines: List[str] = []
+        self._fetches = 0
+        self._active_folder: Optional[str] = None
+        self._log_fh = open(self.log_path, "a")
+
+    # ------------------------------------------------------------ management link
+    def _log(self, text: str) -> None:
+        self._log_fh.write(f"{time.strftime('%H:%M:%S')} {text}\n")
+        self._log_fh.flush()
+
+    def _call(self, op: str, body: Optional[Dict[str, Any]] = None, timeout: float = 5.0) -> Dict[str, Any]:
+        return self._with_client(lambda client: client.call(op, body, timeout=timeout))
+
+    def _close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def release(self) -> None:
+        """Close the management port (before another program, e.g. ``host flash``, uses it)."""
+        with self._lock:
+            self._close()
+
+    def cleanup(self) -> None:
+        """After a run: release the port; the hub keeps running."""
+        self.release()
+        if not self._log_fh.closed:
+            self._log_fh.close()
+
+    def _host(self, argv: List[Any]) -> str:
+        """Run a real ``host`` command against the hub (our port released meanwhile)."""
+        from .fixtures import run_cli
+
+        self.release()
+        self._log("$ host " + " ".join(str(a) for a in argv))
+        return run_cli("host", argv, self.log_path.with_name(self.log_path.stem + ".host.log"), timeout=900)
+
+    # ------------------------------------------------------------ the bundle under test
+    def prepare(self) -> Dict[str, Any]:
+        """Trust the bundle's key and make the bundle under test the hub's active one.
+
+        Raises:
+            RigError: The hub is provisioned with another key (and ``reprovision`` is off),
+                or the flash failed (the host command's message).
+        """
+        from edge.store import public_key_fingerprint
+        from host.flash import read_manifest
+
+        self.version = str(read_manifest(self.bundle)["model_version"])
+        status = self._call("status")
+        store = status.get("store") or {}
+        have = list(store.get("trusted_keys") or [])
+        want = {public_key_fingerprint(k.read_bytes()): k for k in self.trust}
+        if not have or (self.reprovision and not set(have) & set(want)):
+            key = self.trust[0]
+            self.say(f"host provision --port {self.port} --trust {key.name}"
+                     + (" --replace" if have else ""))
+            self._host(["provision", "--port", self.port, "--trust", key, "--hub-id",
+                        store.get("hub_id") or "hil-bench"] + (["--replace"] if have else []))
+        elif not set(have) & set(want):
+            raise RigError(f"hub on {self.port} trusts key(s) {', '.join(have)}, but the bundle under test is "
+                           f"verified with {', '.join(want)} ({', '.join(str(k) for k in self.trust)}); "
+                           f"re-provision the bench hub (host provision --port {self.port} --trust KEY.pub "
+                           f"--replace) or pass --hub-reprovision to let the rig do it")
+        active = store.get("active") or {}
+        if active.get("sha256") != self.sha256:
+            self.say(f"host flash {self.bundle.name} --port {self.port} --force (active: "
+                     f"{active.get('version') or 'none'})")
+            self._host(["flash", self.bundle, "--port", self.port, "--force", "--quiet", "--json"])
+        status = self._call("status")
+        active = (status.get("store") or {}).get("active") or {}
+        if active.get("sha256") != self.sha256:
+            raise RigError(f"hub on {self.port}: after host flash the active bundle is "
+                           f"{active.get('version')} sha256 {str(active.get('sha256'))[:12]}, not the bundle "
+                           f"under test {self.bundle} ({self.sha256[:12]})")
+        self._active_folder = active.get("folder")
+        return status
+
+    # ------------------------------------------------------------ life cycle
+    def describe(self) -> str:
+        """One line for progress output."""
+        return f"remote hub on {self.port} (bundle {self.version} {self.sha256[:12]})"
+
+    def record(self) -> Dict[str, Any]:
+        """What the rig notes about the hub in ``rig.json`` (proof that the remote path was used)."""
+        return {"mode": self.mode, "port": self.port, "pids": self.pids, "restarts_requested": self.restarts_requested,
+                "events_over_management_port": len(self._lines), "log_fetches": self._fetches,
+                "cursor": self._cursor, "bundle_sha256": self.sha256}
+
+    @property
+    def starts(self) -> int:
+        """Daemon processes that logged a ``start`` during the run (a crash restarted by systemd counts)."""
+        return sum(1 for e in self.events() if e.get("type") == "start")
+
+    @property
+    def running(self) -> bool:
+        """A remote daemon is assumed running (systemd keeps it so); see :meth:`check_alive`."""
+        return True
+
+    def _status(self) -> Dict[str, Any]:
+        return self._call("status", timeout=2.0)
+
+    def _restart(self) -> None:
+        from edge.manage import HubUnreachable
+
+        old = self.pids[-1] if self.pids else None
+        try:
+            answer = self._call("restart")
+        except HubUnreachable as exc:
+            raise RigError(f"hub on {self.port}: no answer to the restart op ({exc})") from None
+        self.restarts_requested += 1
+        self._log(f"restart requested: {answer}")
+        if old is None and isinstance(answer.get("pid"), int):
+            self.pids.append(int(answer["pid"]))
+
+    def start(self) -> "RemoteHub":
+        """Restart the daemon (first call) and wait for a new process with the bundle under test.
+
+        Raises:
+            RigError: No new daemon within ``restart_wait_s``, or it loaded
+                another bundle, or it reads its sensors on the host clock at
+                a replay speed above 1.
+        """
+        from edge.manage import HubRefused, HubUnreachable
+
+        if self._cursor is None:
+            if self._active_folder is None:
+                self.prepare()
+            _, self._cursor, _ = self._fetch("end")
+            self._restart()
+        old = set(self.pids)
+        deadline = time.monotonic() + self.restart_wait_s
+        last = "no answer"
+        while True:
+            try:
+                st = self._status()
+                daemon = st.get("daemon") or {}
+                pid, model = daemon.get("pid"), daemon.get("model") or {}
+                if isinstance(pid, int) and pid not in old and model:
+                    break
+                last = f"pid {pid}, model {model.get('model_version')}, error {daemon.get('model_error')}"
+            except (HubUnreachable, HubRefused) as exc:
+                last = str(exc)
+            if time.monotonic() > deadline:
+                raise RigError(f"hub on {self.port}: no restarted daemon within {self.restart_wait_s:.0f} s "
+                               f"(last: {last}); is it run by systemd with Restart=on-failure?")
+            time.sleep(0.1)
+        self.pids.append(pid)
+        self.launches.append(time.monotonic())
+        self._log(f"daemon pid {pid} up with {model.get('model_version')} ({model.get('path')})")
+        if not str(model.get("path", "")).endswith(f"{self._active_folder}/bundle.lgb"):
+            raise RigError(f"hub on {self.port}: the restarted daemon runs {model.get('path')}, not the bundle "
+                           f"under test (store folder {self._active_folder})")
+        url = str((daemon.get("source") or {}).get("url", ""))
+        if self.speed != 1 and "clock=device" not in url:
+            raise RigError(f"hub on {self.port} reads {url or 'its source'} on the host clock; at --hil-speed "
+                           f"{self.speed:g} its windows would be {self.speed:g} times too short. Configure the "
+                           f"hub's source with ?clock=device (docs/qa.md, Bench) or run with --hil-speed 1")
+        return self
+
+    def kill(self) -> None:
+        """Restart the daemon mid-run over the management port (instead of SIGKILL)."""
+        self._restart()
+
+    def check_alive(self) -> None:
+        """Nothing to check locally: a daemon that died shows as an extra ``start`` (systemd) or no lifts."""
+
+    def request_health(self, timeout: float = 5.0) -> Dict[str, Any]:
+        """The ``status`` op's daemon part (also written to ``hub.health.json``).
+
+        Raises:
+            RigError: No answer, or a daemon other than the run's last one answered.
+        """
+        from edge.manage import HubRefused, HubUnreachable
+
+        try:
+            st = self._call("status", timeout=timeout)
+        except (HubUnreachable, HubRefused) as exc:
+            raise RigError(f"hub on {self.port}: no health ({exc})") from None
+        daemon = dict(st.get("daemon") or {})
+        if self.pids and daemon.get("pid") != self.pids[-1]:
+            raise RigError(f"hub on {self.port}: daemon pid {daemon.get('pid')} answered, but the run's daemon "
+                           f"was {self.pids[-1]} (it restarted on its own; see {self.events_path})")
+        self.health_path.write_text(json.dumps(st, indent=1, default=str) + "\n")
+        return daemon
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """The remote daemon keeps running (returns 0)."""
+        return 0
+
+    def _fetch(self, since: Any) -> Tuple[List[str], Any, bool]:
+        lines, cursor, lost = self._with_client(lambda c: c.log_since(since))
+        self._fetches += 1
+        return lines, cursor, lost
+
+    def _with_client(self, fn: Callable[[Any], Any]) -> Any:
+        from edge.manage import HubUnreachable, ManagementClient
+
+        with self._lock:
+            if self._client is None:
+                self._client = ManagementClient(self.port, timeout=5.0)
+            try:
+                return fn(self._client)
+            except HubUnreachable:
+                self._close()
+                raise
+
+    def events(self) -> List[Dict[str, Any]]:
+        """Every event-log line of this run so far, fetched over the management port.
+
+        Raises:
+            RigError: Lines were rotated away before they could be fetched, or a line is not JSON.
+        """
+        if self._cursor is None:
+            return []
+        new, self._cursor, lost = self._fetch(self._cursor)
+        if lost:
+            raise RigError(f"hub on {self.port}: event-log lines were rotated away before the rig fetched them "
+                           f"(raise [events] max_bytes on the bench hub)")
+        if new:
+            self._lines += new
+            with open(self.events_path, "a", encoding="utf-8") as fh:
+                fh.write("\n".join(new) + "\n")
+        out: List[Dict[str, Any]] = []
+        for i, line in enumerate(self._lines, 1):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise RigError(f"hub on {self.port}: event-log line {i} fetched is not JSON ({exc.msg}): "
+                               f"{line[:80]!r}") from None
+        first = next((i for i, e in enumerate(out) if e.get("type") == "start"), len(out))
+        return out[first:]  # the previous daemon's stop line comes first
+
+    def wait_for(self, predicate: Callable[[List[Dict[str, Any]]], bool], timeout: float, what: str) -> None:
+        """Wait until ``predicate(events)`` holds; raise naming ``what`` otherwise."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self.events()):
+                return
+            time.sleep(0.1)
+        raise RigError(f"hub on {self.port}: {what} not seen within {timeout:.0f} s")
+
+
 # --------------------------------------------------------------------------
 # the sensor rig
 # --------------------------------------------------------------------------
@@ -308,15 +657,33 @@ def _observed_emulator_class():
     class ObservedEmulator(SensorHubEmulator):
         """The emulator, noting when each Hello (a hub opening the port) arrives."""
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
+        def __init__(self, *args: Any, play_after_hello: bool = False, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             #: ``(monotonic time, playback position)`` at each Hello.
             self.hellos: List[Tuple[float, int]] = []
+            #: Hellos before this monotonic time neither start playback nor count as a hub opening the link.
+            self.armed_at = 0.0
+            self._hello_gate = threading.Event() if play_after_hello else None
 
         def _answer(self, message: Any) -> None:  # noqa: D401 - extends the emulator's handler
             if isinstance(message, Hello):
-                self.hellos.append((time.monotonic(), self.position))
+                now = time.monotonic()
+                self.hellos.append((now, self.position))
+                if self._hello_gate is not None and now >= self.armed_at:
+                    self._hello_gate.set()
             super()._answer(message)
+
+        def _run(self) -> None:
+            # A real serial port has no "reader opened it" signal: with play_after_hello the
+            # recording starts when the hub under test sends Hello (its daemon opened the link).
+            if self._hello_gate is not None:
+                while not self._stop.is_set() and not self._hello_gate.is_set():
+                    self._service_rx(0.02)
+            super()._run()
+
+        def hellos_since_armed(self) -> List[Tuple[float, int]]:
+            """The Hellos of the hub processes of this run."""
+            return [(t, p) for t, p in self.hellos if t >= self.armed_at]
 
     return ObservedEmulator
 
@@ -330,15 +697,18 @@ class SensorRig:
         speed: Multiple of real time.
         faults: A :class:`host.sensorhub_emulator.FaultPlan` (None: clean).
         port: A real serial port (``--rig-port``) instead of a new pty.
+        play_after_hello: Start the recording at the first Hello after
+            ``emulator.armed_at`` (a hub on another board, whose opening of
+            the port the rig cannot see).
     """
 
     def __init__(self, stream: Stream, workdir: Path, *, speed: float, faults: Any = None,
-                 port: Optional[str] = None) -> None:
+                 port: Optional[str] = None, play_after_hello: bool = False) -> None:
         cls = _observed_emulator_class()
         self.stream = stream
         self.link = Path(workdir) / "rig.tty"
         self.emulator = cls(port, stream.samples, stream.timestamps, speed=speed, faults=faults,
-                            pty_link=None if port else self.link)
+                            pty_link=None if port else self.link, play_after_hello=play_after_hello)
 
     def start(self) -> "SensorRig":
         """Open the port; playback starts when the hub opens it."""
@@ -376,6 +746,9 @@ class RunResult:
         notes: Free text (restart and flash times, ...).
         hello_s: Stream time at which each hub process opened the port.
         marks: Stream times noted during the run (``"kill"``, ``"action_start"``, ``"action_end"``).
+        hub: What the rig noted about the hub (``mode`` local/remote; for a
+            remote hub its port, process ids and the lines fetched over the
+            management port).
     """
 
     stream: Stream
@@ -391,29 +764,46 @@ class RunResult:
     notes: List[str]
     hello_s: List[float] = dataclasses.field(default_factory=list)
     marks: Dict[str, float] = dataclasses.field(default_factory=dict)
+    hub: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def lift_events(self) -> List[Dict[str, Any]]:
         """The classified lifts."""
         return [e for e in self.events if e.get("type") == "lift"]
 
 
-def _segments(events: List[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
-    """Split the event log into one list per hub process (each begins with ``start``)."""
-    segs: List[List[Dict[str, Any]]] = []
-    for e in events:
-        if e.get("type") == "start" or not segs:
-            segs.append([])
-        segs[-1].append(e)
-    return segs
+def links(options: Dict[str, Any]) -> Dict[str, Any]:
+    """The :func:`play` keywords that say where the hub and the rig are, from the ``hil_options`` fixture."""
+    return {"speed": options["speed"], "rig_port": options["rig_port"], "hub_port": options["hub_port"],
+            "reprovision": bool(options.get("reprovision", False))}
 
 
-def to_detections(events: List[Dict[str, Any]], anchors: List[float], buzzes_s: List[float],
+def window_offset(event: Dict[str, Any], device_origin_s: float) -> float:
+    """``K`` with ``stream_s = t_grid - K`` for one lift/skipped event, from the clock anchor it carries.
+
+    Args:
+        event: An event-log line with ``clock: {"host_s", "device_s"}``.
+        device_origin_s: The rig's device time of the stream's first sample, seconds.
+
+    Raises:
+        RigError: The event carries no clock anchor (a hub build without it, or a source other than serial).
+    """
+    clock = event.get("clock")
+    if not isinstance(clock, dict) or "host_s" not in clock or "device_s" not in clock:
+        raise RigError(f"hub event {event.get('type')} at rows {(event.get('lift') or {}).get('start')}: no clock "
+                       f"anchor ('clock': {{host_s, device_s}}); the hub under test must be a build whose serial "
+                       f"source reports it (edge.sources.serial_hub clock_anchor)")
+    return float(clock["host_s"]) - float(clock["device_s"]) + device_origin_s
+
+
+def to_detections(events: List[Dict[str, Any]], device_origin_s: float, buzzes_s: List[float],
                   rate_hz: float = SAMPLE_RATE_HZ) -> Tuple[List[Detection], List[Dict[str, Any]]]:
     """Convert event-log lifts into :class:`Detection` on the stream clock.
 
     Args:
         events: The event log.
-        anchors: Per hub process, ``K`` with ``stream_s = t_grid - K``.
+        device_origin_s: The sensor hub's device time of the stream's first
+            sample, seconds (``emulator.t_us[0] / 1e6``); each event's own
+            clock anchor does the rest (:func:`window_offset`).
         buzzes_s: Buzzes the rig received, stream seconds (paired to buzzed
             lifts: the first unclaimed buzz at or after the window's last sample).
         rate_hz: Grid rate.
@@ -425,40 +815,36 @@ def to_detections(events: List[Dict[str, Any]], anchors: List[float], buzzes_s: 
     skipped: List[Dict[str, Any]] = []
     free = sorted(buzzes_s)
     claimed = [False] * len(free)
-    segs = _segments(events)
-    if len(anchors) < len([s for s in segs if s and s[0].get("type") == "start"]):
-        raise RigError(f"{len(segs)} hub processes in the event log but only {len(anchors)} clock anchors "
-                       f"(a Hello from each hub is needed)")
-    for seg_no, seg in enumerate(segs):
-        k = anchors[min(seg_no, len(anchors) - 1)]
-        for e in seg:
-            kind = e.get("type")
-            if kind not in ("lift", "skipped"):
-                continue
-            lift = e.get("lift") or {}
-            t0, t1 = float(lift["t_start"]) - k, float(lift["t_end"]) - k
-            first_s = t0 - (int(lift["start"]) - int(lift["first"])) / rate_hz
-            last_s = first_s + (int(lift["samples"]) - 1) / rate_hz
-            if kind == "skipped":
-                skipped.append(e)
-                dets.append(Detection(t0, t1, "skipped", False, None, None, last_s))
-                continue
-            buzz_s = None
-            if e.get("buzzed"):
-                for i, b in enumerate(free):
-                    if not claimed[i] and b >= last_s - 0.2:
-                        claimed[i] = True
-                        buzz_s = b
-                        break
-            alert_ms = e.get("last_sample_to_alert_ms", e.get("ready_to_alert_ms"))
-            dets.append(Detection(t0, t1, e["risk"], bool(e.get("buzzed")), buzz_s, e.get("latency_ms"),
-                                  last_s, alert_ms, e.get("model_version")))
+    for e in events:
+        kind = e.get("type")
+        if kind not in ("lift", "skipped"):
+            continue
+        k = window_offset(e, device_origin_s)
+        lift = e.get("lift") or {}
+        t0, t1 = float(lift["t_start"]) - k, float(lift["t_end"]) - k
+        first_s = t0 - (int(lift["start"]) - int(lift["first"])) / rate_hz
+        last_s = first_s + (int(lift["samples"]) - 1) / rate_hz
+        if kind == "skipped":
+            skipped.append(e)
+            dets.append(Detection(t0, t1, "skipped", False, None, None, last_s))
+            continue
+        buzz_s = None
+        if e.get("buzzed"):
+            for i, b in enumerate(free):
+                if not claimed[i] and b >= last_s - 0.2:
+                    claimed[i] = True
+                    buzz_s = b
+                    break
+        alert_ms = e.get("last_sample_to_alert_ms", e.get("ready_to_alert_ms"))
+        dets.append(Detection(t0, t1, e["risk"], bool(e.get("buzzed")), buzz_s, e.get("latency_ms"),
+                              last_s, alert_ms, e.get("model_version")))
     return dets, skipped
 
 
 def play(stream: Stream, workdir: Path, *, bundle: Optional[Path] = None, trust: Sequence[Path] = (),
          bundle_store: Optional[Path] = None, manage_port: Optional[str] = None, speed: float = 60.0,
-         faults: Any = None, rig_port: Optional[str] = None,
+         faults: Any = None, rig_port: Optional[str] = None, hub_port: Optional[str] = None,
+         reprovision: bool = False,
          restart_at_s: Optional[float] = None, restart_down_s: float = 0.0,
          during: Optional[Tuple[float, Callable[[], None]]] = None,
          settle_s: float = 3.0, timeout_s: Optional[float] = None,
@@ -469,13 +855,18 @@ def play(stream: Stream, workdir: Path, *, bundle: Optional[Path] = None, trust:
         stream: What to play.
         workdir: Folder for this run's files (created).
         bundle / trust / bundle_store / manage_port: The hub's model (see :class:`HubProcess`).
+            With ``hub_port`` only ``bundle`` and ``trust``: they are installed on the remote hub.
         speed: Multiple of real time.
         faults: The rig's :class:`~host.sensorhub_emulator.FaultPlan`.
         rig_port: Play into this serial port instead of a pty.
-        restart_at_s: SIGKILL the hub when playback reaches this stream time and start it again
-            after ``restart_down_s`` wall seconds.
+        hub_port: The management port of a hub on another board (:class:`RemoteHub`); needs ``rig_port``.
+        reprovision: With ``hub_port``: replace a different trusted key on the hub.
+        restart_at_s: When playback reaches this stream time, SIGKILL the hub and start it again
+            after ``restart_down_s`` wall seconds (with ``hub_port``: the ``restart`` op; systemd
+            brings the daemon back after its RestartSec).
         during: ``(stream_s, action)``: call ``action()`` (in a thread) when playback reaches it;
-            its start and end stream times are kept in ``marks``.
+            its start and end stream times are kept in ``marks``. With ``hub_port`` the rig
+            releases the management port first, so the action may use it.
         settle_s: Wall seconds to wait after the last sample for the last lifts.
         timeout_s: Wall-clock limit (default: twice the expected playback time + 60 s).
         progress: Called with one line per step.
@@ -489,9 +880,22 @@ def play(stream: Stream, workdir: Path, *, bundle: Optional[Path] = None, trust:
     say = progress or (lambda text: None)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    rig = SensorRig(stream, workdir, speed=speed, faults=faults, port=rig_port).start()
-    hub = HubProcess(workdir, source_url=rig.url, bundle=bundle, trust=trust, bundle_store=bundle_store,
-                     manage_port=manage_port)
+    hub: Any
+    if hub_port:
+        if not rig_port:
+            raise RigError(f"--hub-port {hub_port} needs --rig-port PORT: the serial port wired to that hub's "
+                           f"sensor input (the rig plays into it)")
+        if bundle is None or bundle_store is not None or manage_port is not None:
+            raise RigError("with --hub-port the hub's own store and management port are used: give the bundle "
+                           "under test (bundle=...), not bundle_store/manage_port")
+        hub = RemoteHub(hub_port, workdir, bundle=bundle, trust=trust, speed=speed, reprovision=reprovision,
+                        progress=say)
+        hub.prepare()
+    rig = SensorRig(stream, workdir, speed=speed, faults=faults, port=rig_port,
+                    play_after_hello=bool(hub_port)).start()
+    if not hub_port:
+        hub = HubProcess(workdir, source_url=rig.url, bundle=bundle, trust=trust, bundle_store=bundle_store,
+                         manage_port=manage_port)
     emu = rig.emulator
     expected = stream.duration_s / max(speed, 1e-9)
     limit = timeout_s if timeout_s is not None else 2 * expected + 60.0
@@ -502,8 +906,9 @@ def play(stream: Stream, workdir: Path, *, bundle: Optional[Path] = None, trust:
     health: Dict[str, Any] = {}
     t_start = time.monotonic()
     try:
+        emu.armed_at = time.monotonic()
         hub.start()
-        say(f"hub under test started: {' '.join(hub.cmd[3:])}")
+        say(f"hub under test started: {hub.describe()}")
         restarted = restart_at_s is None
         acted = during is None
         deadline = time.monotonic() + limit
@@ -518,12 +923,16 @@ def play(stream: Stream, workdir: Path, *, bundle: Optional[Path] = None, trust:
             if not restarted and rel >= restart_at_s:
                 hub.kill()
                 marks["kill"] = rel
-                notes.append(f"hub SIGKILLed at stream {rel:.1f} s")
+                notes.append(f"hub {'SIGKILLed' if hub.mode == 'local' else 'restart requested'} at stream "
+                             f"{rel:.1f} s")
                 say(notes[-1])
-                time.sleep(restart_down_s)
+                if hub.mode == "local":
+                    time.sleep(restart_down_s)
                 hub.start()
                 restarted = True
             if not acted and rel >= during[0]:
+                hub.release()
+
                 def runner() -> None:
                     try:
                         during[1]()
@@ -548,16 +957,16 @@ def play(stream: Stream, workdir: Path, *, bundle: Optional[Path] = None, trust:
         status = hub.stop()
         if status != 0:
             raise RigError(f"hub under test exited with {status} on SIGTERM; log tail: {tail(hub.log_path, 4)}")
+        events = hub.events()
+        starts = hub.starts
     finally:
-        hub.kill()
+        hub.cleanup()
         rig.stop()
     if action_error:
         raise RigError(f"the mid-stream action failed: {action_error[0]}")
-    events = hub.events()
-    hellos = list(emu.hellos)
-    anchors = _anchors(hellos, hub.launches, stream)
+    hellos = emu.hellos_since_armed()
     buzzes_s = [float(b.t_recording - stream.timestamps[0]) for b in emu.buzz_records]
-    detections, skipped = to_detections(events, anchors, buzzes_s)
+    detections, skipped = to_detections(events, float(emu.t_us[0]) / 1e6, buzzes_s)
     stop_counts: Dict[str, int] = {}
     for e in events:
         if e.get("type") == "stop":
@@ -566,27 +975,14 @@ def play(stream: Stream, workdir: Path, *, bundle: Optional[Path] = None, trust:
     hello_s = [stream.rel(max(0, min(p + 1, len(stream.timestamps) - 1))) for _, p in hellos]
     (workdir / "rig.json").write_text(json.dumps({
         "stream": str(stream.source), "speed": speed, "faults": repr(faults), "counters": emu.counters,
-        "hellos": hellos, "anchors": anchors, "hello_s": hello_s, "marks": marks, "notes": notes,
+        "hellos": hellos, "hello_s": hello_s, "marks": marks, "notes": notes, "hub": hub.record(),
         "buzzes": [dataclasses.asdict(b) for b in emu.buzz_records], "buzzes_s": buzzes_s,
         "wall_s": wall}, indent=1, default=str) + "\n")
     return RunResult(stream, events, detections, skipped, buzzes_s, dict(emu.counters), health, stop_counts,
-                     wall, len(hub.launches), notes, hello_s, marks)
+                     wall, starts, notes, hello_s, marks, hub.record())
 
 
-def _anchors(hellos: List[Tuple[float, int]], launches: List[float], stream: Stream) -> List[float]:
-    """Per hub process, ``K = hello_time - stream_s(first frame after the Hello)``."""
-    anchors = []
-    for i, t_launch in enumerate(launches):
-        t_next = launches[i + 1] if i + 1 < len(launches) else float("inf")
-        mine = [(t, p) for t, p in hellos if t_launch <= t < t_next]
-        if not mine:
-            raise RigError(f"hub process {i + 1} never sent Hello to the rig (it did not open the port)")
-        t, pos = mine[0]
-        anchors.append(t - stream.rel(min(pos + 1, len(stream.timestamps) - 1)))
-    return anchors
-
-
-def _wait_quiet(hub: HubProcess, settle_s: float, limit_s: float = 30.0) -> None:
+def _wait_quiet(hub: Any, settle_s: float, limit_s: float = 30.0) -> None:
     """Wait until no lift has been logged for ``settle_s`` wall seconds (``limit_s`` at most).
 
     Only ``lift`` and ``skipped`` lines count: after the recording ends the

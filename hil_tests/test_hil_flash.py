@@ -10,6 +10,11 @@ starts is classified by 1.0.0 and every lift that starts after it finished by
 1.1.0; no lift is skipped for want of a model; lift recall >= 98 % outside
 the switch (from the flash's start to its end) -- and it is reported over the
 whole shift too.
+
+With ``--hub-port`` the hub is the bench's: the rig installs 1.0.0 on it
+(``host flash --force`` unless already active), restarts its daemon, and at
+40 % runs ``host flash 1.1.0 --port <hub-port>``; the expectations are the
+same.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import pytest
 
 from hil_tests.checks import alert_problems, record_shift_figures, score, shift_problems
 from hil_tests.fixtures import export_version, run_cli
-from hil_tests.rig import play, stream_from_shift
+from hil_tests.rig import links, play, stream_from_shift
 
 SHORT_MINUTES = 5.0
 SHIFT_MINUTES = 60.0
@@ -41,17 +46,24 @@ def _flash_during(minutes, hil_bundle, hil_shift, hil_options, hil_workdir, hil_
     store.mkdir(parents=True)
     v1 = hil_bundle.bundle
     v2 = hil_options["bundle_next"] or export_version(hil_bundle, "1.1.0", hil_workdir / "model")
-    run_cli("host", ["provision", "--to", store, "--trust", hil_bundle.trust[0], "--hub-id", "hil-hub"], log)
-    run_cli("host", ["flash", v1, "--to", store, "--quiet"], log)
     outcome = {}
 
-    with SerialRelay(baud=None) as relay:
+    def flash_over(port):
         def flash():
-            outcome["stdout"] = run_cli("host", ["flash", v2, "--port", relay.host_path, "--quiet", "--json",
+            outcome["stdout"] = run_cli("host", ["flash", v2, "--port", port, "--quiet", "--json",
                                                  "--timeout", 30], log, timeout=600)
+        return flash
 
-        result = play(stream, work, bundle_store=store, manage_port=relay.hub_path, speed=hil_options["speed"],
-                      rig_port=hil_options["rig_port"], during=(stream.duration_s * 0.4, flash))
+    at = stream.duration_s * 0.4
+    if hil_options["hub_port"]:  # the bench hub's own store and management port
+        result = play(stream, work, bundle=v1, trust=hil_bundle.trust, during=(at, flash_over(hil_options["hub_port"])),
+                      **links(hil_options))
+    else:
+        run_cli("host", ["provision", "--to", store, "--trust", hil_bundle.trust[0], "--hub-id", "hil-hub"], log)
+        run_cli("host", ["flash", v1, "--to", store, "--quiet"], log)
+        with SerialRelay(baud=None) as relay:
+            result = play(stream, work, bundle_store=store, manage_port=relay.hub_path,
+                          during=(at, flash_over(relay.host_path)), **links(hil_options))
     problems = []
     if "stdout" not in outcome:
         problems.append("host flash did not finish")

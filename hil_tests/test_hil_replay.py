@@ -12,7 +12,8 @@ from __future__ import annotations
 import pytest
 
 from hil_tests.checks import alert_problems, link_problems
-from hil_tests.rig import (classify_offline, hub_buzz_per_trial, play, stream_from_dataset, subset_dataset)
+from hil_tests.rig import (classify_offline, hub_buzz_per_trial, links, play, stream_from_dataset,
+                           subset_dataset)
 from hil_tests.scoring import buzz_agreement, match_detections
 
 #: Trials replayed by the fast variant (make test).
@@ -27,8 +28,7 @@ def _replay(trial_ids, name, hil_bundle, hil_options, hil_workdir, hil_report):
     offline_index = classify_offline(hil_bundle.bundle, hil_bundle.trust, subset, work / "offline_index.csv",
                                      markers="index")
     stream = stream_from_dataset(subset)
-    result = play(stream, work / "run", bundle=hil_bundle.bundle, trust=hil_bundle.trust,
-                  speed=hil_options["speed"], rig_port=hil_options["rig_port"])
+    result = play(stream, work / "run", bundle=hil_bundle.bundle, trust=hil_bundle.trust, **links(hil_options))
     hub = hub_buzz_per_trial(result)
     agreement = buzz_agreement({t: r["predicted"] for t, r in offline.items()}, hub)
 
