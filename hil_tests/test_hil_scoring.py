@@ -119,3 +119,34 @@ def test_link_check_allows_only_what_the_rig_could_not_deliver():
     assert link_problems(run(89996, 216)) == []  # 216 B = 3 frames of 92 B, + 2
     assert "rig sent 90000" in link_problems(run(89999, 0))[0]
     assert "explain at most 3" in link_problems(run(89990, 50))[0]
+
+
+def test_windows_go_on_the_stream_clock_through_each_events_own_clock_anchor():
+    """Each hub process's anchor (host_s, device_s) maps its grid times exactly; an event without one is refused by name."""
+    from hil_tests.rig import RigError, to_detections
+
+    origin = 5.0  # the rig's device time of the stream's first sample
+    lift = {"start": 100, "end": 150, "first": 50, "samples": 150, "t_start": 1004.0, "t_end": 1006.0}
+    first = {"type": "lift", "risk": "high", "buzzed": True, "lift": lift,
+             "clock": {"mode": "device", "host_s": 1000.0, "device_s": 5.0}}  # grid 1000 s = stream 0 s
+    # a restarted process: another host clock entirely, anchored at stream second 60
+    second = {"type": "lift", "risk": "low", "buzzed": False, "lift": dict(lift, t_start=50.0, t_end=52.0),
+              "clock": {"mode": "device", "host_s": 40.0, "device_s": 65.0}}
+    skipped = {"type": "skipped", "reason": "Back lost", "lift": dict(lift, t_start=1030.0, t_end=1031.0),
+               "clock": {"host_s": 1000.0, "device_s": 5.0}}
+    dets, skip = to_detections([{"type": "start"}, first, skipped, {"type": "start"}, second], origin, [7.9])
+    assert [(d.start_s, d.end_s, d.risk) for d in dets] == [(4.0, 6.0, "high"), (30.0, 31.0, "skipped"),
+                                                            (70.0, 72.0, "low")]
+    assert dets[0].last_s == pytest.approx(2.0 + 149 / 25.0) and dets[0].buzz_s == 7.9
+    assert skip == [skipped]
+    with pytest.raises(RigError, match=r"hub event lift at rows 100: no clock anchor"):
+        to_detections([dict(first, clock=None)], origin, [])
+
+
+def test_hub_port_without_rig_port_is_refused_with_a_message(tmp_path):
+    """--hub-port alone stops pytest with one line naming --rig-port (a usage error, no traceback)."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "hil_tests/test_hil_scoring.py", "--hub-port", "/dev/ttyACM0"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 4
+    assert "--hub-port /dev/ttyACM0 needs --rig-port PORT" in proc.stderr and "Traceback" not in proc.stderr

@@ -9,7 +9,9 @@
   systemd-like supervisor (:class:`hil_tests.bench.Bench`, a real subprocess
   on pseudo-terminal links): ``host provision`` and ``host flash`` over the
   port, ``host restart`` -> exit status 75, a new process with the bundle
-  loaded, the ``stop`` event saying why, and the lines since a cursor.
+  loaded, the ``stop`` event saying why, and the lines since a cursor; the
+  HIL rig's :class:`hil_tests.rig.RemoteHub` refusing a bench provisioned
+  with another key, or re-provisioning it when allowed.
 """
 
 from __future__ import annotations
@@ -139,6 +141,22 @@ def test_host_restart_under_a_supervisor_brings_a_new_daemon_back(tmp_path):
         stop, start = events[kinds.index("stop")], events[kinds.index("start")]
         assert stop.get("restart_requested") is True and kinds.index("stop") < kinds.index("start")
         assert start["pid"] == answer["new_pid"]
+        # the HIL rig's remote hub: a bench provisioned with another key is refused, naming both keys
+        from edge.store import public_key_fingerprint
+        from hil_tests.rig import RemoteHub, RigError
+
+        other = public_key_fingerprint(kit.other_pub.read_bytes())
+        rig_hub = RemoteHub(port, tmp_path / "rig", bundle=kit.foreign, trust=[kit.other_pub], speed=60.0)
+        with pytest.raises(RigError, match=rf"trusts key\(s\) .* verified with {other}.*--hub-reprovision"):
+            rig_hub.prepare()
+        rig_hub.cleanup()
+        # ... and re-provisioned when allowed, then the bundle under test flashed with the real host commands
+        rig_hub = RemoteHub(port, tmp_path / "rig2", bundle=kit.foreign, trust=[kit.other_pub], speed=60.0,
+                            reprovision=True)
+        status_after = rig_hub.prepare()
+        rig_hub.cleanup()
+        assert status_after["store"]["trusted_keys"] == [other]
+        assert status_after["store"]["active"]["version"] == "1.4.0"
         status, out, err = run_host(["restart", "--port", port, "--no-wait", "--json"])
         assert status == 0 and json.loads(out)["restarting"] is True
     assert all(s["exit"] is not None for s in bench.starts)
