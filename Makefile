@@ -9,7 +9,7 @@ LEGACY_VENV ?= .venv-legacy
 LEGACY_STAMP := $(LEGACY_VENV)/.liftguard-installed
 RUN ?= runs/demo
 
-.PHONY: demo test test-legacy bench hil venv clean
+.PHONY: demo test test-legacy bench hil hil-bench venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ bench: $(STAMP)
 
 hil: $(STAMP)
 	rm -rf runs/hil && $(PY) -m pytest hil_tests -m '' -rA --hil-report runs/hil --hil-work runs/hil/work $(HIL_ARGS)
+
+# Every scenario against the bench emulator (hil_tests/bench.py: edge run on "another board",
+# reached only through --hub-port/--rig-port); QA report in runs/hil-bench/.
+hil-bench: $(STAMP)
+	rm -rf runs/hil-bench && $(PY) -m hil_tests.bench --dir runs/hil-bench/board -- -m '' -rA \
+	  --deselect hil_tests/test_hil_bench.py --hil-report runs/hil-bench --hil-work runs/hil-bench/work $(HIL_ARGS)
 
 clean:
 	rm -rf $(VENV) $(LEGACY_VENV) runs .pytest_cache
