@@ -649,7 +649,7 @@ class LoadedBundle:
         t0 = time.perf_counter()
         probs = self.predict(tensorize(raw_window, self.recipe))
         latency_ms = (time.perf_counter() - t0) * 1000.0
-        return Classification(self.class_names[int(np.argmax(probs))], probs, latency_ms)
+        return Classification(self.class_names[layout.predicted_class(probs)], probs, latency_ms)
 
     def describe(self) -> Dict[str, Any]:
         """A JSON-able summary for status displays."""

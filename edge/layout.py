@@ -65,6 +65,31 @@ IMAGE_SHAPE = (IMAGE_SIDE, IMAGE_SIDE, N_DEPTH)
 #: Class names in model output order.
 CLASS_NAMES: Tuple[str, ...] = ("low", "medium", "high")
 
+def predicted_class(probs):
+    """The class a model output decides: the most probable one, ties to the higher risk.
+
+    An int8 model's probabilities come in steps of 1/256, so two classes can
+    come out exactly equal where the float model separated them by less than
+    a step. The hub cannot tell which is larger, and for a lift-risk alert the
+    safe reading of such a tie is the riskier class (``CLASS_NAMES`` runs from
+    low to high risk). Float outputs practically never tie, so for them this
+    is plain argmax. Training, evaluation, the parity report, ``edge classify``
+    and the hub all decide with this one function.
+
+    Args:
+        probs: Class probabilities ``(classes,)`` or a batch ``(n, classes)``.
+
+    Returns:
+        The class index (int) for one output, an int array for a batch.
+    """
+    import numpy as np
+
+    p = np.asarray(probs)
+    flipped = np.argmax(p[..., ::-1], axis=-1)  # the last of the maxima = the highest risk among ties
+    index = p.shape[-1] - 1 - flipped
+    return int(index) if np.ndim(index) == 0 else index.astype(np.int64)
+
+
 #: ACGIH zones 1..12, numbered by row from the top (shoulder, knuckle-shoulder,
 #: mid-shin-knuckle, floor-mid-shin), close to extended within a row.
 ZONES: Tuple[int, ...] = tuple(range(1, 13))

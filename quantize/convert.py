@@ -15,7 +15,7 @@ into the run folder:
     tensors, never test data.
 ``parity.json`` / ``parity.md``
     Keras float vs TFLite float vs TFLite int8 on the run's test split:
-    accuracy, RK, precision/recall/F per class, argmax agreement with Keras and
+    accuracy, RK, precision/recall/F per class, decision agreement with Keras and
     the largest probability difference. Targets: agreement >= 99 %, int8
     accuracy at most 0.5 points below Keras.
 
@@ -64,12 +64,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads for the parity run")
     parser.add_argument("--no-bias-correction", action="store_true",
                         help="skip empirical bias correction of the int8 model (see docs/bundle.md)")
+    parser.add_argument("--no-fold-pooling", action="store_true",
+                        help="convert the model as trained, without folding average pooling into the next "
+                             "convolution (see docs/bundle.md)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Convert and print the parity table."""
     parity = convert_run(args.run, data_dir=args.data, n_representative=args.representative,
-                         seed=args.seed, num_threads=args.threads, bias_correction=not args.no_bias_correction)
+                         seed=args.seed, num_threads=args.threads, bias_correction=not args.no_bias_correction,
+                         fold_pooling=not args.no_fold_pooling)
     print(parity_markdown(parity))
     print(f"wrote {Path(args.run) / FLOAT_MODEL}, {Path(args.run) / INT8_MODEL}, "
           f"{Path(args.run) / PARITY_JSON}, {Path(args.run) / PARITY_MD}", file=sys.stderr)
@@ -283,6 +287,111 @@ def convert_int8(model: Any, representative: np.ndarray) -> bytes:
                               f"(only TFLITE_BUILTINS_INT8 ops are allowed): {first}") from None
 
 
+# ------------------------------------------------------- average pooling folded into the next convolution
+
+#: Largest probability difference allowed between a model and its pooling-folded copy (float).
+FOLD_TOLERANCE = 1e-4
+
+
+def _is_chain(model: Any) -> bool:
+    """Whether every layer of ``model`` takes exactly the previous layer's output (a plain chain)."""
+    layers = model.layers
+    if not layers or type(layers[0]).__name__ != "InputLayer":
+        return False
+    for prev, layer in zip(layers, layers[1:]):
+        try:
+            if layer.input is not prev.output:
+                return False
+        except (AttributeError, ValueError):  # several inbound nodes or inputs
+            return False
+    return True
+
+
+def _foldable(pool: Any, conv: Any) -> bool:
+    """A 2x2/2 'valid' average pooling followed by a stride-1, undilated, 'valid' Conv2D."""
+    if type(pool).__name__ != "AveragePooling2D" or type(conv).__name__ != "Conv2D":
+        return False
+    p, c = pool.get_config(), conv.get_config()
+    return (tuple(p["pool_size"]) == (2, 2) and tuple(p["strides"]) == (2, 2) and p["padding"] == "valid"
+            and c["padding"] == "valid" and tuple(c["strides"]) == (1, 1)
+            and tuple(c.get("dilation_rate", (1, 1))) == (1, 1) and c.get("groups", 1) == 1
+            and p.get("data_format", "channels_last") == c.get("data_format", "channels_last") == "channels_last")
+
+
+def fold_average_pooling(model: Any, check_inputs: Optional[np.ndarray] = None) -> Tuple[Any, List[str]]:
+    """An inference copy of a chain model with each 2x2 average pooling folded into the convolution after it.
+
+    In an int8 model every average-pooling output is a tensor of its own,
+    rounded back to int8 at the scale of its input (TFLite requires the same
+    scale in and out). Measured on the demo model, the rounding of the three
+    pooled tensors is the largest source of int8 noise, larger than all the
+    convolutions together. A 2x2 stride-2 average pooling followed by a 'valid'
+    kxk convolution is exactly one 2k x 2k convolution of stride 2 whose
+    kernel repeats each tap over a 2x2 block, divided by 4; the pooling then
+    happens inside the convolution's 32-bit accumulator and is never rounded.
+    The float function is unchanged (checked on ``check_inputs``), the ops are
+    the same (CONV_2D, which the Edge TPU accepts) and the cost is more
+    multiply-adds in the folded layers (+0.1 ms/inference with XNNPACK here,
+    see ``docs/bundle.md``). Pooling before Flatten is kept (folding it into
+    the dense layer would quadruple its weights). Dropout layers are dropped
+    (identity at inference). Models that are not a plain chain, or with
+    nothing to fold, are returned unchanged.
+
+    Args:
+        model: The trained Keras model (not modified).
+        check_inputs: Float tensors to check the copy against ``model`` on.
+
+    Returns:
+        ``(model to convert, names of the convolutions that absorbed a pooling)``.
+
+    Raises:
+        ConfigError: If the folded copy disagrees with the model by more than
+            :data:`FOLD_TOLERANCE` (a bug, never expected).
+    """
+    import keras
+
+    if not _is_chain(model):
+        return model, []
+    layers = [layer for layer in model.layers[1:] if type(layer).__name__ != "Dropout"]
+    if not any(_foldable(a, b) for a, b in zip(layers, layers[1:])):
+        return model, []
+    shape = tuple(model.inputs[0].shape[1:])
+    inputs = keras.Input(shape=shape, name=model.layers[0].name)
+    x = inputs
+    weights: List[Tuple[Any, List[np.ndarray]]] = []
+    folded: List[str] = []
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        nxt = layers[i + 1] if i + 1 < len(layers) else None
+        if nxt is not None and _foldable(layer, nxt):
+            kernel, *rest = [np.asarray(w) for w in nxt.get_weights()]
+            big = np.repeat(np.repeat(kernel, 2, axis=0), 2, axis=1) / 4.0
+            cfg = dict(nxt.get_config(), kernel_size=tuple(2 * k for k in kernel.shape[:2]), strides=(2, 2))
+            new = keras.layers.Conv2D.from_config(cfg)
+            x = new(x)
+            weights.append((new, [big.astype(kernel.dtype)] + rest))
+            folded.append(nxt.name)
+            i += 2
+            continue
+        new = type(layer).from_config(layer.get_config())
+        x = new(x)
+        weights.append((new, [np.asarray(w) for w in layer.get_weights()]))
+        i += 1
+    copy = keras.Model(inputs, x, name=model.name)
+    for new, w in weights:
+        if w:
+            new.set_weights(w)
+    if check_inputs is not None and len(check_inputs):
+        a = np.asarray(model.predict(check_inputs, batch_size=32, verbose=0))
+        b = np.asarray(copy.predict(check_inputs, batch_size=32, verbose=0))
+        diff = float(np.max(np.abs(a - b)))
+        if diff > FOLD_TOLERANCE:
+            raise ConfigError(f"folding average pooling into {', '.join(folded)} changed model {model.name!r}'s "
+                              f"outputs by {diff:.3g}; expected at most {FOLD_TOLERANCE:g} (float round-off)")
+    return copy, folded
+
+
 # ------------------------------------------------------- empirical bias correction
 
 def _correctable_layers(model: Any) -> List[Any]:
@@ -463,9 +572,11 @@ def tflite_probs(model_bytes: bytes, x: np.ndarray, *, num_threads: int = 1, pro
 
 
 def _metrics(y_true: np.ndarray, probs: np.ndarray) -> Dict[str, Any]:
+    from edge.layout import predicted_class
+
     from .metrics import compute_metrics
 
-    return compute_metrics(y_true, np.argmax(probs, axis=1))
+    return compute_metrics(y_true, predicted_class(probs))
 
 
 def parity_report(keras_probs: np.ndarray, float_probs: np.ndarray, int8_probs: np.ndarray,
@@ -481,15 +592,17 @@ def parity_report(keras_probs: np.ndarray, float_probs: np.ndarray, int8_probs: 
         "agreement_with_keras", "max_prob_diff_vs_keras"}}, "int8_accuracy_drop_points",
         "targets": {...}, "met": bool}``.
     """
+    from edge.layout import predicted_class
+
     y_true = np.asarray(y_true)
-    keras_pred = np.argmax(keras_probs, axis=1)
+    keras_pred = predicted_class(keras_probs)
     models: Dict[str, Dict[str, Any]] = {}
     rows = [("keras", keras_probs), ("tflite_float32", float_probs), ("tflite_int8", int8_probs)]
     if int8_default_kernels_probs is not None:
         rows.append(("tflite_int8_xnnpack", int8_default_kernels_probs))
     for name, probs in rows:
         m = _metrics(y_true, probs)
-        m["agreement_with_keras"] = float(np.mean(np.argmax(probs, axis=1) == keras_pred)) if len(y_true) else 0.0
+        m["agreement_with_keras"] = float(np.mean(predicted_class(probs) == keras_pred)) if len(y_true) else 0.0
         m["max_prob_diff_vs_keras"] = float(np.max(np.abs(probs - keras_probs))) if len(y_true) else 0.0
         models[name] = m
     drop = 100.0 * (models["keras"]["accuracy"] - models["tflite_int8"]["accuracy"])
@@ -521,7 +634,7 @@ def parity_markdown(parity: Dict[str, Any]) -> str:
         row += [f"{m['agreement_with_keras']:.2%}", f"{m['max_prob_diff_vs_keras']:.4f}"]
         lines.append("| " + " | ".join(row) + " |")
     t = parity["targets"]
-    lines += ["", f"- int8 argmax agreement with Keras: {parity['models']['tflite_int8']['agreement_with_keras']:.2%} "
+    lines += ["", f"- int8 decision agreement with Keras: {parity['models']['tflite_int8']['agreement_with_keras']:.2%} "
               f"(target {t['agreement_with_keras']}): {'met' if t['agreement_met'] else 'MISSED'}",
               f"- int8 accuracy drop vs Keras: {parity['int8_accuracy_drop_points']:+.2f} points "
               f"(target {t['accuracy_drop_points']}): {'met' if t['accuracy_drop_met'] else 'MISSED'}"]
@@ -540,26 +653,43 @@ def parity_markdown(parity: Dict[str, Any]) -> str:
             done = ", ".join(f"{c['layer']} (mean error up to {c['max_error_steps']:.2f} -> "
                              f"{c['max_error_steps_after']:.2f} int8 steps)" for c in bc) or "no layer needed it"
             lines.append(f"- empirical bias correction (calibration data only): {done}")
+        pf = im.get("pooling_folded_into")
+        if pf == "off":
+            lines.append("- average pooling folded into the next convolution: off")
+        elif pf:
+            lines.append(f"- average pooling folded into the next convolution (same float function, fewer rounded "
+                         f"tensors): {', '.join(pf)}")
+    lines.append("- decisions: the most probable class, an exact tie (int8 outputs come in steps of 1/256) going "
+                 "to the higher risk, as on the hub (edge.layout.predicted_class)")
     return "\n".join(lines) + "\n"
 
 
 def convert_model(model: Any, train_tensors: np.ndarray, *, n_representative: int = 300,
-                  seed: int = 0, bias_correction: bool = True) -> Tuple[bytes, bytes, List[Dict[str, Any]]]:
+                  seed: int = 0, bias_correction: bool = True,
+                  fold_pooling: bool = True) -> Tuple[bytes, bytes, List[Dict[str, Any]], List[str]]:
     """Convert to float32 and int8 TFLite.
 
+    The float32 file is the trained model as it is; the int8 file is made from
+    :func:`fold_average_pooling`'s copy (with ``fold_pooling``), the same float
+    function with fewer rounded tensors.
+
     Returns:
-        ``(float_bytes, int8_bytes, bias corrections)`` (empty list without
-        ``bias_correction``).
+        ``(float_bytes, int8_bytes, bias corrections, folded layers)`` (empty
+        lists without ``bias_correction`` / ``fold_pooling`` or when nothing applied).
     """
     rep = representative_sample(train_tensors, n_representative, seed)
     print("convert: float32 ...", file=sys.stderr, flush=True)
     float_bytes = convert_float(model)
+    int8_source, folded = (fold_average_pooling(model, rep) if fold_pooling else (model, []))
+    if folded:
+        print(f"convert: average pooling folded into {', '.join(folded)} for int8 (same float function)",
+              file=sys.stderr, flush=True)
     print(f"convert: int8 (calibrating on {len(rep)} training tensors) ...", file=sys.stderr, flush=True)
     if bias_correction:
-        int8_bytes, corrections = convert_int8_bias_corrected(model, rep)
+        int8_bytes, corrections = convert_int8_bias_corrected(int8_source, rep)
     else:
-        int8_bytes, corrections = convert_int8(model, rep), []
-    return float_bytes, int8_bytes, corrections
+        int8_bytes, corrections = convert_int8(int8_source, rep), []
+    return float_bytes, int8_bytes, corrections, folded
 
 
 def int8_io(model_bytes: bytes) -> Dict[str, Any]:
@@ -576,7 +706,7 @@ def int8_io(model_bytes: bytes) -> Dict[str, Any]:
 
 def convert_run(run_dir: Path, *, data_dir: Optional[Path] = None, n_representative: int = 300,
                 seed: int = 0, num_threads: int = 2, progress: bool = True,
-                bias_correction: bool = True) -> Dict[str, Any]:
+                bias_correction: bool = True, fold_pooling: bool = True) -> Dict[str, Any]:
     """Convert a run folder's model and write the TFLite files and the parity report.
 
     Returns:
@@ -597,8 +727,9 @@ def convert_run(run_dir: Path, *, data_dir: Optional[Path] = None, n_representat
     rep_idx = np.sort(rng.choice(len(train.windows), size=k, replace=False))
     rep_tensors = make_tensors([train.windows[i] for i in rep_idx], recipe, progress=progress)
     test_tensors = make_tensors(test.windows, recipe, progress=progress)
-    float_bytes, int8_bytes, corrections = convert_model(model, rep_tensors, n_representative=k, seed=seed,
-                                                         bias_correction=bias_correction)
+    float_bytes, int8_bytes, corrections, folded = convert_model(
+        model, rep_tensors, n_representative=k, seed=seed, bias_correction=bias_correction,
+        fold_pooling=fold_pooling)
     (run_dir / FLOAT_MODEL).write_bytes(float_bytes)
     (run_dir / INT8_MODEL).write_bytes(int8_bytes)
     print("convert: Keras predictions ...", file=sys.stderr, flush=True)
@@ -615,7 +746,8 @@ def convert_run(run_dir: Path, *, data_dir: Optional[Path] = None, n_representat
     parity["int8_model"] = dict(io_info, bytes=len(int8_bytes), ops=ops,
                                 ops_not_on_edgetpu=[o for o in ops if o not in EDGETPU_OPS],
                                 representative=int(k), seed=int(seed),
-                                bias_correction=corrections if bias_correction else "off")
+                                bias_correction=corrections if bias_correction else "off",
+                                pooling_folded_into=folded if fold_pooling else "off")
     parity["float_model"] = {"bytes": len(float_bytes)}
     parity["seconds"] = round(time.perf_counter() - t0, 2)
     (run_dir / PARITY_JSON).write_text(json.dumps(parity, indent=1) + "\n")

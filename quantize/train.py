@@ -42,7 +42,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edge.errors import ConfigError
-from edge.layout import CHANNELS, CLASS_NAMES, SENSORS
+from edge.layout import CHANNELS, CLASS_NAMES, SENSORS, predicted_class
 
 HELP = "train one model (proposed, cnn_lstm, maxpool, cnn, mlp) and write a run folder with metrics, plots and report.md"
 
@@ -236,7 +236,7 @@ def write_predictions(path: Path, trial_ids: Sequence[str], subjects: Sequence[s
         w = csv.writer(fh)
         w.writerow(["trial_id", "subject", "true", "predicted"] + [f"p_{c}" for c in CLASS_NAMES])
         for tid, subj, t, p in zip(trial_ids, subjects, y_true, probs):
-            w.writerow([tid, subj, CLASS_NAMES[int(t)], CLASS_NAMES[int(np.argmax(p))]]
+            w.writerow([tid, subj, CLASS_NAMES[int(t)], CLASS_NAMES[predicted_class(p)]]
                        + [f"{v:.6f}" for v in p])
 
 
@@ -291,7 +291,7 @@ def train_run(data: Path, model_name: str, split_kind: str, seed: int, out: Path
     log(f"trained {result['epochs_run']} epochs in {result['seconds']:.1f} s "
         f"({result['seconds_per_epoch']:.2f} s/epoch); best training loss at epoch {result['best_epoch']}")
     probs = predict(model, prep.x_test)
-    metrics = compute_metrics(prep.y_test, probs.argmax(axis=1))
+    metrics = compute_metrics(prep.y_test, predicted_class(probs))
     config = {"model": model_name, "parameters": int(model.count_params()), "split": split_kind, "seed": seed,
               "fold": split.fold, "n_folds": split.n_folds, "sensors": list(sensors), "epochs_max": epochs,
               "epochs_run": result["epochs_run"], "best_epoch": result["best_epoch"],

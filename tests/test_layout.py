@@ -27,3 +27,19 @@ def test_zone_risk_is_table_1():
 def test_unknown_zone_is_named(bad):
     with pytest.raises(DataError, match="not an ACGIH zone"):
         risk_of_zone(bad)
+
+
+def test_predicted_class_is_argmax_with_exact_ties_going_to_the_higher_risk():
+    import numpy as np
+
+    from edge.layout import predicted_class
+
+    assert predicted_class([0.2, 0.5, 0.3]) == 1
+    assert predicted_class([0.4961, 0.4961, 0.0078]) == 1  # low/medium tie -> medium
+    assert predicted_class([0.0078, 0.4961, 0.4961]) == 2  # medium/high tie -> high
+    assert predicted_class([1 / 3, 1 / 3, 1 / 3]) == 2
+    batch = np.array([[0.9, 0.05, 0.05], [0.5, 0.5, 0.0], [0.1, 0.2, 0.7]])
+    assert predicted_class(batch).tolist() == [0, 1, 2]
+    rng = np.random.default_rng(1)
+    p = rng.random((200, 3))
+    assert np.array_equal(predicted_class(p), np.argmax(p, axis=1))  # without ties it is argmax
