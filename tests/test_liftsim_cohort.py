@@ -120,7 +120,7 @@ def test_difficulty_spreads_origins():
     s = make_cohort(1, seed=0)[0]
     spreads = []
     for k in (0.5, 2.0):
-        opts = SimOptions(difficulty=k)
+        opts = SimOptions(difficulty=k, origins="spread")
         rng = np.random.default_rng(0)
         hs = [sample_origin(8, s, rng, opts)[0] for _ in range(300)]
         assert all(0.30 <= h <= 0.60 for h in hs)  # origins stay inside zone 8's band
