@@ -890,7 +890,11 @@ def play(stream: Stream, workdir: Path, *, bundle: Optional[Path] = None, trust:
                            "under test (bundle=...), not bundle_store/manage_port")
         hub = RemoteHub(hub_port, workdir, bundle=bundle, trust=trust, speed=speed, reprovision=reprovision,
                         progress=say)
-        hub.prepare()
+        try:
+            hub.prepare()
+        except BaseException:
+            hub.cleanup()
+            raise
     rig = SensorRig(stream, workdir, speed=speed, faults=faults, port=rig_port,
                     play_after_hello=bool(hub_port)).start()
     if not hub_port:

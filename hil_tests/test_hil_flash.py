@@ -56,8 +56,8 @@ def _flash_during(minutes, hil_bundle, hil_shift, hil_options, hil_workdir, hil_
 
     at = stream.duration_s * 0.4
     if hil_options["hub_port"]:  # the bench hub's own store and management port
-        result = play(stream, work, bundle=v1, trust=hil_bundle.trust, during=(at, flash_over(hil_options["hub_port"])),
-                      **links(hil_options))
+        result = play(stream, work, bundle=v1, trust=hil_bundle.trust,
+                      during=(at, flash_over(hil_options["hub_port"])), **links(hil_options))
     else:
         run_cli("host", ["provision", "--to", store, "--trust", hil_bundle.trust[0], "--hub-id", "hil-hub"], log)
         run_cli("host", ["flash", v1, "--to", store, "--quiet"], log)
