@@ -113,6 +113,25 @@ def test_origins_reach_the_synth_child(origins, expected, tmp_path, monkeypatch)
     assert json.loads((tmp_path / "k2_s0" / "synth_done.json").read_text())["origins"] == origins
 
 
+def test_plot_shows_runs_of_other_folders_labelled_by_origins(tmp_path, capsys):
+    old, new = tmp_path / "old", tmp_path / "new"
+    fake_run(old / "runs" / "k1_s0", 0.86, (0.8, 0.7, 0.99))
+    fake_run(new / "runs" / "k2_s0", 0.91, (0.7, 0.85, 0.99))
+    (new / "runs" / "k2_s0" / "calib_timing.json").write_text(json.dumps({"origins": "paper"}))
+    assert cc.main(["--kappas", "1", "--seeds", "0", "--out", str(old), "--summary-only"]) == 0
+    png = tmp_path / "plot.png"
+    assert cc.main(["--kappas", "2", "--seeds", "0", "--out", str(new), "--summary-only", "--plot", str(png),
+                    "--plot-with", str(old)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = json.loads((new / "calib_cnn.json").read_text())["runs"]
+    assert [cc.setting_label(r) for r in rows] == ["paper, k2"]
+    assert cc.setting_label({"kappa": 1.0}) == "spread, k1"  # runs from before --origins existed
+    capsys.readouterr()
+    assert cc.main(["--kappas", "2", "--seeds", "0", "--out", str(new), "--summary-only", "--plot", str(png),
+                    "--plot-with", str(tmp_path / "nowhere")]) == 1
+    assert "--plot-with" in capsys.readouterr().err
+
+
 def test_seed_ranges():
     assert cc.parse_seeds("0-2,5") == [0, 1, 2, 5]
     with pytest.raises(ConfigError):

@@ -122,6 +122,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep each simulated cohort after its run (default: delete it once trained; the same seed rebuilds it)")
     parser.add_argument("--summary-only", action="store_true", help="only rebuild the tables from finished runs")
     parser.add_argument("--plot", type=Path, default=None, help="also write a PNG of per-seed accuracy and recalls")
+    parser.add_argument("--plot-with", default="", metavar="DIR[,DIR]",
+                        help="other calibration folders whose finished runs the plot shows too")
 
 
 def tag(kappa: float, seed: int) -> str:
@@ -294,11 +296,19 @@ def write_tables(out: Path, rows: Sequence[Dict[str, object]], wanted_seeds: Seq
     return md
 
 
+def setting_label(row: Dict[str, object]) -> str:
+    """Plot label of a run's setting: ``"paper, k2"``; runs without an ``origins`` field were
+    made before ``--origins`` existed, i.e. with spread origins."""
+    return f"{row.get('origins') or 'spread'}, k{float(row['kappa']):g}"
+
+
 def plot_runs(rows: Sequence[Dict[str, object]], path: Path) -> Path:
-    """Per-run accuracy and class recalls against kappa (one point per seed), with the paper's band.
+    """Per-run accuracy and class recalls per setting (one point per seed), with the paper's band.
+
+    Settings are (origins, kappa) pairs, see :func:`setting_label`.
 
     Args:
-        rows: Per-run rows as made by :func:`read_run`.
+        rows: Per-run rows as made by :func:`read_run` (may come from several folders).
         path: PNG to write.
     """
     import matplotlib
@@ -306,20 +316,20 @@ def plot_runs(rows: Sequence[Dict[str, object]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    kappas = sorted({float(r["kappa"]) for r in rows})
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    kappas = sorted({setting_label(r) for r in rows}, key=lambda lab: (lab.split(",")[0] != "spread", lab))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     ax = axes[0]
     ax.axhspan(*ACCURACY_BAND, color="tab:green", alpha=0.15, label="paper band 0.85-0.93")
     for i, k in enumerate(kappas):
-        sel = [r for r in rows if float(r["kappa"]) == k]
+        sel = [r for r in rows if setting_label(r) == k]
         ax.plot([i] * len(sel), [float(r["accuracy"]) for r in sel], "o", color="tab:blue", alpha=0.7,
                 label="accuracy (metrics.json)" if i == 0 else None)
         last = [float(r["test_acc_last5_mean"]) for r in sel if r.get("test_acc_last5_mean", "") != ""]
         ax.plot([i + 0.15] * len(last), last, "x", color="tab:gray",
                 label="test accuracy, last 5 epochs (info)" if i == 0 else None)
-    ax.set_xticks(range(len(kappas)), [f"{k:g}" for k in kappas])
+    ax.set_xticks(range(len(kappas)), kappas)
     ax.set_xlim(-0.5, len(kappas) - 0.5)
-    ax.set_xlabel("difficulty kappa")
+    ax.set_xlabel("origins, difficulty kappa")
     ax.set_ylabel("accuracy (180 test trials)")
     ax.set_title("Proposed CNN, random 75/25, one point per seed")
     ax.legend(fontsize=8, loc="best")
@@ -327,12 +337,12 @@ def plot_runs(rows: Sequence[Dict[str, object]], path: Path) -> Path:
     width = 0.25
     for j, (c, color) in enumerate(zip(CLASSES, ("tab:green", "tab:orange", "tab:red"))):
         for i, k in enumerate(kappas):
-            vals = [float(r[f"recall_{c}"]) for r in rows if float(r["kappa"]) == k]
+            vals = [float(r[f"recall_{c}"]) for r in rows if setting_label(r) == k]
             x = i + (j - 1) * width
             ax.bar(x, sum(vals) / len(vals), width, color=color, alpha=0.5, label=c if i == 0 else None)
             ax.plot([x] * len(vals), vals, ".", color="black", markersize=4)
-    ax.set_xticks(range(len(kappas)), [f"{k:g}" for k in kappas])
-    ax.set_xlabel("difficulty kappa")
+    ax.set_xticks(range(len(kappas)), kappas)
+    ax.set_xlabel("origins, difficulty kappa")
     ax.set_ylabel("recall (bars: mean; dots: seeds)")
     ax.set_ylim(0, 1.05)
     ax.set_title("Recall per class (wanted: low < medium <= high)")
@@ -407,6 +417,11 @@ def run(args: argparse.Namespace) -> int:
                    keep_data=args.keep_data, summary_only=args.summary_only, origins=args.origins)
     if args.plot is not None:
         rows = json.loads((Path(args.out) / "calib_cnn.json").read_text())["runs"]
+        for other in (d.strip() for d in args.plot_with.split(",") if d.strip()):
+            path = Path(other) / "calib_cnn.json"
+            if not path.is_file():
+                raise ConfigError(f"--plot-with {other}: no calib_cnn.json there; expected a calibrate_cnn --out folder")
+            rows = rows + json.loads(path.read_text())["runs"]
         if rows:
             args.plot.parent.mkdir(parents=True, exist_ok=True)
             print(f"plot: {plot_runs(rows, args.plot)}", file=sys.stderr)
