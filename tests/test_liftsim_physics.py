@@ -109,7 +109,7 @@ TARGETS = {  # zones: (thorax lo, thorax hi, knee lo, knee hi)
 
 @pytest.mark.parametrize("zones", list(TARGETS))
 def test_peak_trunk_and_knee_per_zone(zones):
-    opts = SimOptions.ideal(midpoints=True)
+    opts = SimOptions.ideal(midpoints=True, difficulty=1.0)  # spec §9: kappa 1, midpoints
     subjects = make_cohort(10, seed=0, options=opts)
     lo_x, hi_x, lo_k, hi_k = TARGETS[zones]
     for zone in zones:
@@ -125,7 +125,7 @@ def test_peak_trunk_and_knee_per_zone(zones):
 
 def test_wrist_peaks_in_spec_range():
     """Spec §9: peak |f| - 1 g at the wrists 0.3-0.6 (ideal sensors), wrist gyro 70-260 deg/s."""
-    opts = SimOptions.ideal(midpoints=True)
+    opts = SimOptions.ideal(midpoints=True, difficulty=1.0)
     acc_peaks, gyro_peaks = [], []
     for s in make_cohort(4, seed=0, options=opts):
         for zone in (1, 8, 11):
@@ -136,8 +136,9 @@ def test_wrist_peaks_in_spec_range():
     assert 70 <= np.median(gyro_peaks) <= 260, np.round(gyro_peaks, 0)
 
 
-def test_no_nan_or_inf_and_plausible_ranges():
-    opts = SimOptions(difficulty=2.0, left_handed_share=0.5, dropout_rate=0.02, dropout_mean_ms=500)
+@pytest.mark.parametrize("origins", ["spread", "paper"])
+def test_no_nan_or_inf_and_plausible_ranges(origins):
+    opts = SimOptions(difficulty=2.0, left_handed_share=0.5, dropout_rate=0.02, dropout_mean_ms=500, origins=origins)
     for s in make_cohort(2, seed=9, options=opts):
         for zone in range(1, 13):
             tr = simulate_trial(s, zone, 1, seed=9, options=opts)
