@@ -242,3 +242,21 @@ def test_folding_takes_pooled_tensors_out_of_the_int8_model_and_lowers_its_error
     assert err_folded <= err_plain
     parity = json.loads((tb.run / "parity.json").read_text())
     assert parity["int8_model"]["pooling_folded_into"] == names
+
+
+def test_relu_ranges_clipped_at_a_percentile_keep_the_function_below_it(tb):
+    """ReLU6 rescaling (through pooling, flatten, dropout and batch norm) changes only the saturated values."""
+    from quantize.convert import clip_activation_ranges, fold_average_pooling
+    from quantize.models import load_model
+
+    model = load_model(tb.run / "model.keras")  # conv, avg-pool, conv, avg-pool, dense, batch norm, softmax
+    x = np.random.default_rng(4).normal(size=(12, 95, 95, 3)).astype(np.float32)
+    chain, _ = fold_average_pooling(model, x)
+    same, clip = clip_activation_ranges(chain, x, percentile=100 - 1e-9)  # ranges end at the largest value seen
+    assert set(clip) == {l.name for l in chain.layers if type(l).__name__ in ("Conv2D", "Dense")
+                         and l.get_config().get("activation") == "relu"}
+    assert all(l.get_config()["activation"] == "relu6" for l in same.layers if l.name in clip)
+    np.testing.assert_allclose(same.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-4)
+    tight, _ = clip_activation_ranges(chain, x, percentile=50.0)  # half of every activation saturates
+    assert np.abs(tight.predict(x, verbose=0) - model.predict(x, verbose=0)).max() > 1e-3
+    assert clip_activation_ranges(chain, x, percentile=100.0) == (chain, {})
