@@ -81,8 +81,8 @@ def _sensor_link_class():
         the rig's answer to that Hello always gets through.
         """
 
-        def __init__(self) -> None:
-            super().__init__(baud=None)
+        def __init__(self, baud: Optional[int] = None) -> None:
+            super().__init__(baud=baud)
             self.hub_reading = False
             self.dropped_no_reader = 0
 
@@ -119,17 +119,20 @@ class Bench:
         root: The board's own folder (store, event log, health, daemon log, ``bench.json``).
         restart_sec: Pause before restarting a daemon that exited non-zero.
         manage_baud: Management link rate (None: unthrottled, like USB CDC gadget serial).
+        sensor_baud: Sensor link rate (None: unthrottled, like a USB CDC sensor hub; a UART at
+            921,600 baud carries about 40 x real time of LiftSim frames).
         alerts: The daemon's ``--alert`` specs.
         progress: Called with one line per event (None: quiet).
     """
 
     def __init__(self, root: Path, *, restart_sec: float = DEFAULT_RESTART_SEC, manage_baud: Optional[int] = None,
-                 alerts: Sequence[str] = ("hub", "gpio:17?mock=1"), progress=_say) -> None:
+                 sensor_baud: Optional[int] = None, alerts: Sequence[str] = ("hub", "gpio:17?mock=1"), progress=_say) -> None:
         if restart_sec < 0:
             raise BenchError(f"restart_sec {restart_sec!r}; expected >= 0 seconds")
         self.root = Path(root).resolve()
         self.restart_sec = restart_sec
         self.manage_baud = manage_baud
+        self.sensor_baud = sensor_baud
         self.alerts = list(alerts)
         self.say = progress or (lambda text: None)
         self.store = self.root / "store"
@@ -166,7 +169,7 @@ class Bench:
 
         for folder in (self.store, self.events.parent, self.health.parent):
             folder.mkdir(parents=True, exist_ok=True)
-        self.sensor_link = _sensor_link_class()().start()
+        self.sensor_link = _sensor_link_class()(self.sensor_baud).start()
         self.manage_link = SerialRelay(baud=self.manage_baud).start()
         self._thread = threading.Thread(target=self._supervise, name="bench-supervisor", daemon=True)
         self._thread.start()
@@ -230,6 +233,7 @@ class Bench:
                     "supervisor_pid": os.getpid(), "store": str(self.store), "events": str(self.events),
                     "health": str(self.health), "daemon_log": str(self.daemon_log), "restart_sec": self.restart_sec,
                     "sensor_bytes_lost_without_daemon": self.sensor_link.dropped_no_reader,
+                    "sensor_baud": self.sensor_baud, "manage_baud": self.manage_baud,
                     "starts": [dict(s) for s in self.starts]}
             if ready is not None:
                 self._ready = ready
@@ -310,8 +314,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help=f"pause before restarting a failed daemon (default {DEFAULT_RESTART_SEC})")
     parser.add_argument("--manage-baud", type=int, default=None,
                         help="pace the management link at this baud rate (default: unthrottled, like USB CDC)")
+    parser.add_argument("--sensor-baud", type=int, default=None,
+                        help="pace the sensor link like a UART at this baud rate (default: unthrottled, like USB "
+                             "CDC); at 921600 keep --hil-speed at 30 or below")
     args = parser.parse_args(argv)
-    bench = Bench(args.dir, restart_sec=args.restart_sec, manage_baud=args.manage_baud)
+    for name in ("manage_baud", "sensor_baud"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            parser.error(f"--{name.replace('_', '-')} {value}: expected a positive baud rate")
+    bench = Bench(args.dir, restart_sec=args.restart_sec, manage_baud=args.manage_baud, sensor_baud=args.sensor_baud)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
