@@ -215,6 +215,32 @@ async def test_without_capabilities_the_source_says_it_assumes_defaults(relay, s
         hub.close()
 
 
+async def test_frames_before_capabilities_wait_for_its_full_scales(relay):
+    """A sensor hub already streaming when the hub (re)starts: its first frames are not read at assumed scales."""
+    hub = ScriptedHub(relay.host_path, caps=None)
+    source = SerialHubSource(f"serial://{relay.hub_path}?hello=3")
+    try:
+        opening = asyncio.create_task(source.open())
+        raw = np.zeros((6, 6), np.int16)
+        raw[:, 2] = 4096  # 1 g at +-8 g; the +-16 g default would read 0.5 g
+        await asyncio.sleep(0.3)
+        for seq in range(3):
+            hub.send(frame(seq, raw))
+        await asyncio.sleep(0.3)
+        hub.send(Capabilities(device_id="SH-8G", firmware_version="t", accel_full_scale_g=8, gyro_full_scale_dps=500))
+        await opening
+        hub.send(frame(3, raw))
+        events = await collect(source, lambda ev: len(readings(ev)) >= 24)
+        got = readings(events)
+        assert [r.seq for r in got[::6]] == [0, 1, 2, 3]  # nothing lost, in order
+        assert {float(r.values[2]) for r in got} == {1.0}
+        assert source.counters["held_before_capabilities"] == 3
+        assert "no_capabilities" not in source.counters
+    finally:
+        await source.close()
+        hub.close()
+
+
 async def test_sensor_order_from_capabilities_is_honoured(relay, sources):
     reversed_caps = Capabilities(device_id="SH-R", firmware_version="t", sensors=tuple(reversed(SENSORS)))
     hub = ScriptedHub(relay.host_path, caps=reversed_caps)

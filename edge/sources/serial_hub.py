@@ -20,9 +20,12 @@ Options (query string):
     Baud rate (default 921600). USB CDC ports ignore it.
 ``hello``
     Seconds :meth:`SerialHubSource.open` waits for the sensor hub's
-    ``Capabilities`` after sending ``Hello`` (default 1.0). Without an answer
-    the source carries on with :mod:`edge.layout`'s full scales and says so in
-    a status event.
+    ``Capabilities`` after sending ``Hello`` (default 1.0). Sample frames
+    that arrive before it (a sensor hub already streaming when the hub starts
+    or reopens the port) are held, in order, and converted once its full
+    scales are known. Without an answer within that time the source carries
+    on with :mod:`edge.layout`'s full scales (held frames included) and says
+    so in a status event.
 ``silence``
     Seconds without any valid frame after which the link is reported
     ``lost`` (default 1.0); it is reported ``connected`` again with the next
@@ -239,6 +242,9 @@ class SerialHubSource(ImuSource):
         self._clock_anchor: Optional[Tuple[float, int]] = None
         self._last_device_pair: Optional[Tuple[float, int]] = None  # (arrival, t_us) of the newest frame
         self._closed_sent = False
+        #: Until this host time, sample frames wait for Capabilities (their full scales) in ``_held``.
+        self._caps_deadline: Optional[float] = None
+        self._held: List[Tuple[SampleFrame, float]] = []
 
     # ------------------------------------------------------------ lifecycle
 
@@ -270,6 +276,7 @@ class SerialHubSource(ImuSource):
             self._emit([SourceStatus(None, "lost", f"cannot open {self.port_name} ({exc}); retrying", self.clock())])
         if port is not None:
             self._port = port
+            self._hold_until_capabilities()
             self.state = "connected"
             self._emit([SourceStatus(None, "connected", f"opened {self.port_name} at {self.options['baud']} baud",
                                      self.clock())])
@@ -474,6 +481,7 @@ class SerialHubSource(ImuSource):
                 self._link_quiet = False
                 self.state = "connected"
                 self._emit([SourceStatus(None, "connected", f"reopened {self.port_name}", self.clock())])
+                self._hold_until_capabilities()
                 self._write(encode_message(Hello(host_id="liftguard-hub")))
             try:
                 fd = _fileno(port)
@@ -504,8 +512,29 @@ class SerialHubSource(ImuSource):
                 for key, value in self.decoder.counters.items():  # visible in .counters too
                     if value:
                         self.counters[f"decoder_{key}"] = value
+            if self._caps_deadline is not None and now >= self._caps_deadline:
+                self._release_held(events)  # no Capabilities in time: carry on with the assumed scales
             self._check_silence(now, events)
             self._emit(events)
+
+    def _hold_until_capabilities(self) -> None:
+        """Hold sample frames until the sensor hub's Capabilities (or the ``hello`` time) after (re)opening.
+
+        A sensor hub that is already streaming sends frames before it answers
+        Hello; converted with assumed full scales they would be wrong by the
+        ratio of the scales (4x for a +-4 g hub read as +-16 g) and could
+        blind the lift detector for a while. They are kept, in order, with
+        their arrival times, and converted once the scales are known.
+        """
+        self._held = []
+        self._caps_deadline = self.clock() + float(self.options["hello"])
+
+    def _release_held(self, events: List[Any]) -> None:
+        """Convert the held frames with the scales now in force, in arrival order."""
+        held, self._held = self._held, []
+        self._caps_deadline = None
+        for frame, arrival in held:
+            self._on_sample(frame, arrival, events)
 
     def _check_silence(self, now: float, events: List[Any]) -> None:
         last = self._last_frame_at
@@ -566,6 +595,8 @@ class SerialHubSource(ImuSource):
         unknown = [n for n in caps.sensors if n not in SENSORS]
         self._clock_anchor = None
         self._caps_event.set()
+        if self._caps_deadline is not None:
+            self._release_held(events)
         detail = (f"sensor hub {caps.device_id} firmware {caps.firmware_version}, {caps.sample_rate_hz:g} Hz, "
                   f"{caps.accel_full_scale_g} g / {caps.gyro_full_scale_dps} dps")
         events.append(SourceStatus(None, "connected", detail, now))
@@ -601,6 +632,10 @@ class SerialHubSource(ImuSource):
         self._hub_states = states
 
     def _on_sample(self, frame: SampleFrame, now: float, events: List[Any]) -> None:
+        if self._caps_deadline is not None:  # scales not known yet: keep the frame for later
+            self._held.append((frame, now))
+            self.count("held_before_capabilities")
+            return
         values = raw_to_units(frame.raw, *self._scale)
         if self.options["clock"] == "device":
             if self._clock_anchor is None or frame.t_us < self._clock_anchor[1]:
