@@ -38,8 +38,9 @@ def kit(tmp_path_factory):
     """Simulated data, a trained run, a key pair and two signed bundles (v1.0.0, v1.1.0)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     root = tmp_path_factory.mktemp("hubkit")
+    # pinned to the generator's former defaults (kappa 1, spread origins): a 48-trial model must separate them
     status, _, err = run_cli("quantize", ["synth", "--out", root / "data", "--subjects", "2", "--reps", "2",
-                                          "--seed", "21"])
+                                          "--seed", "21", "--difficulty", "1", "--origins", "spread"])
     assert status == 0, err
     run = write_run(root / "run", root / "data", epochs=30)
     status, _, err = run_cli("quantize", ["convert", "--run", run, "--representative", 40])

@@ -42,7 +42,7 @@ def sim(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("sim") / "data"
     status, _, err = run_cli("quantize", ["synth", "--out", out, "--subjects", 1, "--reps", 1, "--seed", 3,
-                                          "--no-progress"])
+                                          "--no-progress", "--difficulty", 1, "--origins", "spread"])  # former defaults
     assert status == 0, err
     return out
 

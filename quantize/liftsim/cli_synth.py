@@ -97,7 +97,7 @@ def write_cohort(out: Path, n_subjects: int, reps: int, seed: int, options, firs
         from tqdm import tqdm
 
         trials = tqdm(trials, total=total, desc="synth", unit="trial", file=sys.stderr)
-    source = f"liftsim seed={seed} difficulty={options.difficulty:g}"
+    source = f"liftsim seed={seed} difficulty={options.difficulty:g} origins={options.origins}"
     event_rows = []
     with DatasetWriter(out, source=source) as writer:
         for tr in trials:
@@ -145,5 +145,6 @@ def run(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     n = write_cohort(args.out, args.subjects, args.reps, args.seed, options, args.first_subject,
                      max(1, args.workers), not args.no_progress)
-    print(f"wrote {n} trials to {args.out} (seed {args.seed}, difficulty {options.difficulty:g})")
+    print(f"wrote {n} trials to {args.out} (seed {args.seed}, difficulty {options.difficulty:g}, "
+          f"origins {options.origins})")
     return 0

@@ -16,12 +16,15 @@ class SimOptions:
     """Options of the generator.
 
     Attributes:
-        difficulty: kappa, one multiplier on the origin spread within each
-            zone, the style spreads (squat index, lumbopelvic share, trunk
-            weight, elbow preference, posture noise, pronation, foot offsets,
-            stepping) and the mounting spreads. 1.0 is the calibrated default.
+        difficulty: kappa, one multiplier on the style spreads (squat index,
+            lumbopelvic share, trunk weight, elbow preference, posture noise,
+            pronation, foot offsets, stepping), the mounting spreads and the
+            spread of the origins (see ``origins``). 2.0 with ``origins="paper"`` is the calibrated default
+            (docs/simulator.md: the paper's CNN, random 75/25, seeds 0-4); the spec's
+            estimates of those spreads are kappa 1.
         origin_spread: Standard deviation of the lift origin around the zone's
-            target point, as a fraction of the zone's extent (before kappa).
+            target point, as a fraction of the zone's extent (before kappa); used
+            with ``origins="spread"``.
         left_handed_share: Probability that a subject is left-handed (the
             dominant-side sensors Side, UArm and Thig are then on the left).
         dropout_rate: Per-sample probability, per sensor, that a dropout starts
@@ -39,16 +42,17 @@ class SimOptions:
             extended-column loads (spec: 0.5 Beta(1, 3), mean 0.125).
         hold_spread: SD of the lift destination's height as a fraction of
             stature (spec: fixed at 0.55 H, i.e. 0); kept within 0.35-0.85 H.
-        origins: ``spread``: every zone's origin is drawn around its target with SD
-            ``origin_spread x kappa x extent`` (the spec's §8 lever); ``paper``: the
-            NIOSH protocol as the paper states it, zones 5, 6, 8, 9, 11, 12 at their
-            midpoint plus placement jitter and zones 1-3, 4, 7, 10 at per-subject altered
-            points (:mod:`quantize.liftsim.origins`). ``midpoints`` overrides both.
+        origins: ``paper`` (default): the NIOSH protocol as the paper states it,
+            zones 5, 6, 8, 9, 11, 12 at their midpoint plus placement jitter and zones 1-3, 4, 7, 10 at per-subject altered
+            points (:mod:`quantize.liftsim.origins`); ``spread``: every zone's origin is
+            drawn around its target with SD ``origin_spread x kappa x extent`` (the spec's
+            §8 lever, the default before the paper-origins calibration).
+            ``midpoints`` overrides both.
         protocol: ``P1`` lift, hold, return the load to its origin (default);
             ``P2`` place it at (0.30 m, 0.44 H), no return; ``P3`` lift and hold only.
     """
 
-    difficulty: float = 1.0
+    difficulty: float = 2.0
     origin_spread: float = 0.22
     left_handed_share: float = 0.1
     dropout_rate: float = 0.005
@@ -62,7 +66,7 @@ class SimOptions:
     step_scale: float = 1.0
     hold_spread: float = 0.0
     protocol: str = "P1"
-    origins: str = "spread"
+    origins: str = "paper"
 
     def __post_init__(self) -> None:
         checks = [
