@@ -26,9 +26,9 @@ This module models that as written:
      [E], so the toes are 0.114 H ahead of the ankle line (19.4 cm at H = 1.70
      m); the 36 cm x 12 cm grid is read as 36 cm wide (the spec's handles at
      +-0.18 m) and 12 cm deep, gripped mid-depth [E]. The close column's
-     target, 25.4 cm, is inside the toes' reach for every subject (0.114 H +
-     6 cm > 25.4 cm once H > 1.70 m even with c = 0), so every close-column
-     origin moves out toward the column's far edge (30 cm). The abdomen at
+     target, 25.4 cm, is closer than toe + c + 6 cm for almost every subject
+     (0.114 H + 6 cm alone exceeds it once H > 1.70 m), so close-column
+     origins move out toward the column's far edge (30 cm). The abdomen at
      elbow height (about 0.16-0.18 m ahead of the ankles at the cohort's BMI
      28-31 [E]) binds less than the toes and is not modelled separately.
   2. **Comfortable reach (row A: zones 1-3).** The grip must lie within the
