@@ -36,9 +36,9 @@ This module models that as written:
      grip) of the standing shoulder, f ~ N(0.75, 0.05 kappa), clipped to
      0.6-0.9 [E]: a load is lifted with the elbows bent, not at the
      finger-tip reach. Where no point of the zone is inside that reach (zone
-     3 at >= 60 cm is beyond everyone's), the origin is the zone's point
-     nearest to the shoulder, i.e. lowered to shoulder height at the
-     column's near edge; the posture solver then leans the trunk. Zone 2 is
+     3, >= 60 cm out, for all but subjects with f near 0.9), the origin is the
+     zone's point nearest to the shoulder, i.e. lowered to shoulder height at
+     the column's near edge; the posture solver then leans the trunk. Zone 2 is
      lowered and pulled in for the subjects whose f is small.
 
   The alteration is set once per subject (the experimenter marks each
