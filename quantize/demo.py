@@ -70,8 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=8, help="seed of every step (default 8)")
     parser.add_argument("--subjects", type=int, default=10, help="simulated subjects (default 10, as the paper)")
     parser.add_argument("--reps", type=int, default=6, help="repetitions per zone and subject (default 6)")
-    parser.add_argument("--epochs", type=int, default=25,
-                        help="training epochs (default 25: about 4 minutes on 2 cores; the paper trained longer)")
+    parser.add_argument("--epochs", type=int, default=40,
+                        help="training epochs (default 40, the simulator's CNN calibration budget: about 2-4 "
+                             "minutes on 2 cores; the paper trained longer)")
     parser.add_argument("--flash-baud", type=int, default=0,
                         help="pace the flash link to this baud rate (default 0: unthrottled, as USB CDC gadget "
                              "serial is; 921600 emulates a UART and takes about 2 minutes for the bundle)")
