@@ -10,7 +10,9 @@ what training saw.
 Movement signal
     For the sensors in ``sensors`` (default Back, both wrists, upper arm):
     the sum of the gyroscope magnitudes, each gyroscope's bias removed (a
-    slow average taken while the wearer is still), after a centred moving
+    slow average taken while the wearer is still, starting from the first
+    row clipped to +-``initial_bias_dps`` per axis, so a stream that begins
+    mid-movement is not blinded), after a centred moving
     average of ``smooth_s``. The wearer's resting level of this signal
     (sway, tremor, soft tissue; tracked while idle, each row counting at most
     at the ``on`` threshold) raises the thresholds for a wearer who sways a
@@ -100,6 +102,7 @@ class DetectorSettings:
     min_duration_s: float = 4.0
     max_duration_s: float = 20.0
     baseline_tau_s: float = 5.0
+    initial_bias_dps: float = 5.0
     noise_factor: float = 1.6
     noise_tau_s: float = 5.0
     max_invalid_share: float = 0.2
@@ -126,7 +129,7 @@ class DetectorSettings:
             raise ConfigError(f"detector.gait_detection = {self.gait_detection!r}; expected true or false")
         for name in ("rate_hz", "smooth_s", "on_threshold", "off_threshold", "confirm_s", "end_quiet_s",
                      "end_quiet_posture_s", "min_duration_s", "max_duration_s", "baseline_tau_s",
-                     "noise_factor", "noise_tau_s", "gait_window_s", "gait_impact_g", "gait_thigh_dps",
+                     "initial_bias_dps", "noise_factor", "noise_tau_s", "gait_window_s", "gait_impact_g", "gait_thigh_dps",
                      "gait_confirm_s"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
@@ -321,7 +324,12 @@ class LiftDetector:
             base = self.gyro_bias + self.posture
             u = [x if math.isfinite(x) else (base[q] if q < n_mv else 0.0) for q, x in enumerate(u)]
         if self.gyro_bias is None:
-            self.gyro_bias = u[:n_s3]
+            # the first row may come in the middle of a movement (a hub restarted mid-shift): taken
+            # as the gyroscope bias it would hide later movements until the slow still-time average
+            # undid it, minutes later. A MEMS gyroscope's bias is a few deg/s, so each axis starts
+            # from the first row clipped to +-initial_bias_dps; stillness refines it.
+            lim = float(st.initial_bias_dps)
+            self.gyro_bias = [min(lim, max(-lim, x)) for x in u[:n_s3]]
             self.posture = u[n_s3:n_mv]
         n_rows = i - self.first + 1
 

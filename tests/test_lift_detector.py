@@ -303,3 +303,23 @@ def test_drops_jitter_drift_and_a_lost_sensor_cost_no_lift(shift):
     assert match_lifts([(w.start_index, w.end_index) for w in wins], truth)["recall"] == 1.0
     assert all("sensor Back missing" in w.skip_reason for w in lost)
     assert aligner.health()["sensors"]["Back"]["lost"] == 1
+
+
+def test_a_hub_started_in_the_middle_of_a_movement_finds_the_lifts_that_follow(shift):
+    """A restarted hub can come back while the wearer is moving: its first rows must not become the
+    gyroscope bias it measures movement against (it would be blind for minutes)."""
+    from edge.layout import channel_index
+
+    rec, truth = shift
+    gyros = [channel_index(s, "G", a) for s in ("Back", "LtWt", "RtWt", "UArm") for a in "xyz"]
+    turning = np.abs(rec.samples[:, gyros]).sum(axis=1)
+    missed = []
+    for s0, e0 in truth[:-1]:
+        start = s0 + int(np.argmax(turning[s0:e0 + 1]))  # the hub's first row: this lift's fastest turn
+        later = [(s - start, e - start) for s, e in truth if s - start >= 20 * RATE]
+        if not later:  # the shift's last lifts: nothing follows them
+            continue
+        wins = detect_in_trial(rec.samples[start:], rec.timestamps[start:], None)
+        r = match_lifts([(w.start_index, w.end_index) for w in wins], later)
+        missed.append(len(later) - round(r["recall"] * len(later)))
+    assert len(missed) >= 6 and sum(missed) == 0, f"lifts missed after starting inside each lift: {missed}"
