@@ -41,15 +41,21 @@ def test_all_activities_present_at_a_realistic_lift_rate(shift):
 
 
 def test_bending_without_load_flexes_the_trunk_like_a_lift(shift):
-    """Non-lift bends tip the T12 sensor well forward: false alarms are possible and measurable."""
+    """Non-lift bends tip the T12 sensor well forward: false alarms are possible and measurable.
+
+    Measured against the subject's own upright reading (the median over quiet standing), since
+    the strap's mounting error (x kappa) already tilts the sensor by tens of degrees at rest.
+    """
     bx = shift.samples[:, channel_index("Back", "A", "x")]
     bends = [e for e in shift.events if e.kind == "bend"]
-    assert bends
-    for e in bends:
-        assert bx[e.start:e.end + 1].min() < 0.8, "a bend should incline the trunk by > ~35 deg"
     stands = [e for e in shift.events if e.kind == "stand" and e.end - e.start > 50]
+    assert bends and stands
+    upright = float(np.median(np.concatenate([bx[e.start:e.end + 1] for e in stands])))
+    assert upright > 0.75, f"standing Back x {upright:.2f} g: the T12 sensor should point roughly up"
+    for e in bends:
+        assert bx[e.start:e.end + 1].min() < upright - 0.25, "a bend should incline the trunk by > ~25 deg more"
     for e in stands:
-        assert bx[e.start:e.end + 1].min() > 0.85
+        assert bx[e.start:e.end + 1].min() > upright - 0.1, "quiet standing should not lean the trunk"
 
 
 def test_walking_has_gait_rhythm_and_heel_strikes(shift):

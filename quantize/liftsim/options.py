@@ -52,7 +52,7 @@ class SimOptions:
             ``P2`` place it at (0.30 m, 0.44 H), no return; ``P3`` lift and hold only.
     """
 
-    difficulty: float = 2.0
+    difficulty: float = 2.5
     origin_spread: float = 0.22
     left_handed_share: float = 0.1
     dropout_rate: float = 0.005
