@@ -68,6 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="P", help="each ReLU layer's int8 range ends at this percentile of its calibration "
                                           f"activations (default {DEFAULT_ACTIVATION_PERCENTILE:g}; 100 = plain "
                                           "min/max; see docs/bundle.md)")
+    parser.add_argument("--logit-margin", type=float, default=DEFAULT_LOGIT_MARGIN, metavar="L",
+                        help="bound the int8 logits to [smallest top logit - L, largest second logit + L] of the "
+                             f"calibration windows (default {DEFAULT_LOGIT_MARGIN:g}; 0 = the full range; see "
+                             "docs/bundle.md)")
     parser.add_argument("--no-fold-pooling", action="store_true",
                         help="convert the model as trained, without folding average pooling into the next "
                              "convolution (see docs/bundle.md)")
@@ -77,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     """Convert and print the parity table."""
     parity = convert_run(args.run, data_dir=args.data, n_representative=args.representative,
                          seed=args.seed, num_threads=args.threads, bias_correction=not args.no_bias_correction,
-                         fold_pooling=not args.no_fold_pooling, activation_percentile=args.activation_percentile)
+                         fold_pooling=not args.no_fold_pooling, activation_percentile=args.activation_percentile,
+                         logit_margin=args.logit_margin)
     print(parity_markdown(parity))
     print(f"wrote {Path(args.run) / FLOAT_MODEL}, {Path(args.run) / INT8_MODEL}, "
           f"{Path(args.run) / PARITY_JSON}, {Path(args.run) / PARITY_MD}", file=sys.stderr)
@@ -478,6 +483,112 @@ def clip_activation_ranges(model: Any, calibration: np.ndarray,
     return copy, clip
 
 
+#: Logits by which :func:`bound_logit_range` keeps its bounds away from the calibration
+#: windows' decisive logits: e^-6 = 0.0025 of probability, under one output step (1/256).
+DEFAULT_LOGIT_MARGIN = 6.0
+
+
+def bound_logit_range(model: Any, calibration: np.ndarray,
+                      margin: float = DEFAULT_LOGIT_MARGIN) -> Tuple[Any, Dict[str, Any]]:
+    """A copy whose softmax layer sees its logits bounded to the range that decides anything.
+
+    The int8 logit tensor spans every calibration logit, and a confident
+    model's logits are large (on the demo model -25 to +29: a step of 0.21
+    logits), so two classes whose float logits differ by less than a step
+    become an exact int8 tie; emulated on the demo model, that rounding alone
+    was the largest source of int8 error. Softmax only depends on logit
+    differences, and a decision only on the two largest, so the last Dense is
+    split into Dense + ReLU6 (bounds ``[lo, hi]`` mapped to ``[0, 6]``, so 255
+    int8 steps span ``hi - lo`` logits) + softmax with ``beta = (hi - lo) / 6``, with ``lo`` = the smallest top logit of the calibration windows
+    minus ``margin`` and ``hi`` = their largest second logit plus ``margin``.
+    Within the bounds the function is unchanged (softmax(z - lo) = softmax(z));
+    a logit pushed up to ``lo`` had a probability under e^-margin, a top logit
+    clipped to ``hi`` still beats the second by ``margin`` (probability above
+    0.995 for margin 6). Outside the calibration data, a window whose two top
+    logits both exceed ``hi`` (or all three fall under ``lo``) becomes a tie,
+    which :func:`edge.layout.predicted_class` gives to the higher risk.
+
+    Args:
+        model: A model ending in a Dense layer with a softmax activation.
+        calibration: Training tensors (never test data).
+        margin: Logits kept on either side; 0 or less returns the model unchanged.
+
+    Returns:
+        ``(float copy, model to convert, info)``: the float copy computes the
+        bounded function (Dense + ReLU6 + Rescaling + softmax); the model to
+        convert leaves out the Rescaling, whose factor ``info["softmax_beta"]``
+        :func:`set_softmax_beta` puts into the converted SOFTMAX. info also has
+        the bounds, the full logit range they replace and the step sizes. When
+        the last layer is not a softmax Dense or the bounds would not be
+        narrower: ``(model, model, {})``.
+    """
+    import keras
+
+    last = model.layers[-1]
+    if margin <= 0 or type(last).__name__ != "Dense" or last.get_config().get("activation") != "softmax" \
+            or not last.use_bias or len(model.inputs) != 1 or len(model.outputs) != 1:
+        return model, model, {}
+    kernel, bias = [np.asarray(w, dtype=np.float64) for w in last.get_weights()]
+    if kernel.shape[-1] < 2:
+        return model, model, {}
+    features = keras.Model(model.inputs, last.input).predict(calibration, batch_size=16, verbose=0)
+    logits = np.asarray(features, dtype=np.float64) @ kernel + bias
+    ordered = np.sort(logits, axis=1)
+    lo = float(ordered[:, -1].min() - margin)
+    hi = float(ordered[:, -2].max() + margin)
+    full = float(max(logits.max(), 0.0) - min(logits.min(), 0.0))  # TFLite ranges always hold 0
+    if hi - lo >= full:
+        return model, model, {}
+    k = 6.0 / (hi - lo)
+    bounded = keras.layers.Dense(kernel.shape[-1], activation="relu6", name=f"{last.name}_bounded")
+    bounded_logits = bounded(last.input)
+    bounded.set_weights([(kernel * k).astype(np.float32), ((bias - lo) * k).astype(np.float32)])
+    unscale = keras.layers.Rescaling(1.0 / k, name=f"{last.name}_unscale")
+    copy = keras.Model(model.inputs, keras.layers.Activation("softmax", name=last.name)(unscale(bounded_logits)),
+                       name=model.name)
+    convertible = keras.Model(model.inputs, keras.layers.Activation("softmax", name=last.name)(bounded_logits),
+                              name=model.name)
+    info = {"margin": float(margin), "low": round(lo, 4), "high": round(hi, 4),
+            "calibration_range": [round(float(logits.min()), 4), round(float(logits.max()), 4)],
+            "step_before": round(full / 255.0, 5), "step_after": round((hi - lo) / 255.0, 5),
+            "softmax_beta": 1.0 / k}
+    return copy, convertible, info
+
+
+def set_softmax_beta(model_bytes: bytes, beta: float) -> bytes:
+    """The ``.tflite`` with its one SOFTMAX operator's ``beta`` set (softmax(beta x)).
+
+    The converter turns a Rescaling before the softmax into a MUL whose output
+    scale it also forces on the bounded logits, losing the resolution
+    :func:`bound_logit_range` gains; SOFTMAX's own ``beta`` parameter applies the
+    same factor inside the operator, with the int8 kernels' lookup table built
+    for ``input scale x beta``.
+
+    Raises:
+        ConfigError: The model does not have exactly one SOFTMAX operator.
+    """
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
+    softmax_ops = []
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.SOFTMAX:
+                softmax_ops.append(op)
+    if len(softmax_ops) != 1:
+        raise ConfigError(f"int8 model has {len(softmax_ops)} SOFTMAX operators; expected exactly 1 to carry the "
+                          f"logit bounds (convert with --logit-margin 0)")
+    options = schema.SoftmaxOptionsT()
+    options.beta = float(beta)
+    softmax_ops[0].builtinOptionsType = schema.BuiltinOptions.SoftmaxOptions
+    softmax_ops[0].builtinOptions = options
+    builder = flatbuffers.Builder(len(model_bytes) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
 # ------------------------------------------------------- empirical bias correction
 
 def _correctable_layers(model: Any) -> List[Any]:
@@ -748,11 +859,20 @@ def parity_markdown(parity: Dict[str, Any]) -> str:
         ar = im.get("activation_ranges")
         if ar and ar.get("layers"):
             lines.append(f"- ReLU ranges end at the {ar['percentile']:g}th percentile of the calibration activations "
-                         f"({len(ar['layers'])} layers, ReLU6 rescaling); that clipped float copy agrees with Keras on "
-                         f"{ar.get('float_agreement', 1.0):.2%} of the calibration tensors (max |dp| "
-                         f"{ar.get('float_max_prob_diff', 0.0):.4f})")
+                         f"({len(ar['layers'])} layers, ReLU6 rescaling)")
         elif ar:
             lines.append(f"- ReLU ranges: the converter's min/max (percentile {ar['percentile']:g})")
+        lb = ar.get("logit_bounds") if ar else None
+        if isinstance(lb, dict) and lb:
+            lines.append(f"- logits bounded to [{lb['low']:.2f}, {lb['high']:.2f}] (the calibration windows' smallest top "
+                         f"logit and largest second logit, +- {lb['margin']:g}; all calibration logits "
+                         f"{lb['calibration_range'][0]:.2f} to {lb['calibration_range'][1]:.2f}): int8 logit step "
+                         f"{lb['step_before']:.3f} -> {lb['step_after']:.3f}")
+        elif lb == "off":
+            lines.append("- logits: the converter's min/max range")
+        if ar and "float_agreement" in ar:
+            lines.append(f"- the float copy that was converted agrees with Keras on {ar['float_agreement']:.2%} of the "
+                         f"calibration tensors (max |dp| {ar['float_max_prob_diff']:.4f})")
     lines.append("- decisions: the most probable class, an exact tie (int8 outputs come in steps of 1/256) going "
                  "to the higher risk, as on the hub (edge.layout.predicted_class)")
     return "\n".join(lines) + "\n"
@@ -761,6 +881,7 @@ def parity_markdown(parity: Dict[str, Any]) -> str:
 def convert_model(model: Any, train_tensors: np.ndarray, *, n_representative: int = 300,
                   seed: int = 0, bias_correction: bool = True, fold_pooling: bool = True,
                   activation_percentile: float = DEFAULT_ACTIVATION_PERCENTILE,
+                  logit_margin: float = DEFAULT_LOGIT_MARGIN,
                   ) -> Tuple[bytes, bytes, List[Dict[str, Any]], List[str], Dict[str, Any]]:
     """Convert to float32 and int8 TFLite.
 
@@ -768,11 +889,14 @@ def convert_model(model: Any, train_tensors: np.ndarray, *, n_representative: in
     :func:`fold_average_pooling`'s copy (with ``fold_pooling``), the same float
     function with fewer rounded tensors, with its ReLU ranges ending at
     ``activation_percentile`` (:func:`clip_activation_ranges`; 100 = the
-    converter's plain min/max), then bias-corrected.
+    converter's plain min/max) and its logits bounded to the range that decides
+    (:func:`bound_logit_range`, ``logit_margin``; 0 = off), then bias-corrected.
 
     Returns:
         ``(float_bytes, int8_bytes, bias corrections, folded layers, clipping info)``
-        (empty when a step is off or did not apply).
+        (empty when a step is off or did not apply); clipping info holds the
+        activation ranges, ``logit_bounds`` and how the final float copy agrees
+        with Keras on the calibration tensors.
     """
     rep = representative_sample(train_tensors, n_representative, seed)
     print("convert: float32 ...", file=sys.stderr, flush=True)
@@ -784,20 +908,31 @@ def convert_model(model: Any, train_tensors: np.ndarray, *, n_representative: in
     int8_source, clipped = clip_activation_ranges(int8_source, rep, activation_percentile)
     clip_info: Dict[str, Any] = {"percentile": float(activation_percentile), "layers": clipped}
     if clipped:
+        print(f"convert: ReLU ranges end at the {activation_percentile:g}th percentile of the calibration "
+              f"activations ({len(clipped)} layers)", file=sys.stderr, flush=True)
+    int8_source, to_convert, bounds = bound_logit_range(int8_source, rep, logit_margin)
+    clip_info["logit_bounds"] = bounds or "off"
+    if bounds:
+        print(f"convert: logits bounded to [{bounds['low']:.2f}, {bounds['high']:.2f}] for int8 (calibration "
+              f"logits {bounds['calibration_range'][0]:.2f} to {bounds['calibration_range'][1]:.2f}; int8 step "
+              f"{bounds['step_before']:.3f} -> {bounds['step_after']:.3f})", file=sys.stderr, flush=True)
+    if clipped or bounds:
         keras_rep = np.asarray(model.predict(rep, batch_size=32, verbose=0))
         copy_rep = np.asarray(int8_source.predict(rep, batch_size=32, verbose=0))
         from edge.layout import predicted_class
 
         clip_info.update(float_agreement=float(np.mean(predicted_class(keras_rep) == predicted_class(copy_rep))),
                          float_max_prob_diff=float(np.max(np.abs(keras_rep - copy_rep))))
-        print(f"convert: ReLU ranges end at the {activation_percentile:g}th percentile of the calibration "
-              f"activations ({len(clipped)} layers; the clipped float copy agrees with Keras on "
-              f"{clip_info['float_agreement']:.2%} of the calibration tensors)", file=sys.stderr, flush=True)
+        print(f"convert: the float copy to be converted agrees with Keras on {clip_info['float_agreement']:.2%} "
+              f"of the calibration tensors (max |dp| {clip_info['float_max_prob_diff']:.4f})",
+              file=sys.stderr, flush=True)
     print(f"convert: int8 (calibrating on {len(rep)} training tensors) ...", file=sys.stderr, flush=True)
     if bias_correction:
-        int8_bytes, corrections = convert_int8_bias_corrected(int8_source, rep)
+        int8_bytes, corrections = convert_int8_bias_corrected(to_convert, rep)
     else:
-        int8_bytes, corrections = convert_int8(int8_source, rep), []
+        int8_bytes, corrections = convert_int8(to_convert, rep), []
+    if bounds:
+        int8_bytes = set_softmax_beta(int8_bytes, bounds["softmax_beta"])
     return float_bytes, int8_bytes, corrections, folded, clip_info
 
 
@@ -816,7 +951,8 @@ def int8_io(model_bytes: bytes) -> Dict[str, Any]:
 def convert_run(run_dir: Path, *, data_dir: Optional[Path] = None, n_representative: int = 300,
                 seed: int = 0, num_threads: int = 2, progress: bool = True,
                 bias_correction: bool = True, fold_pooling: bool = True,
-                activation_percentile: float = DEFAULT_ACTIVATION_PERCENTILE) -> Dict[str, Any]:
+                activation_percentile: float = DEFAULT_ACTIVATION_PERCENTILE,
+                logit_margin: float = DEFAULT_LOGIT_MARGIN) -> Dict[str, Any]:
     """Convert a run folder's model and write the TFLite files and the parity report.
 
     Returns:
@@ -839,7 +975,7 @@ def convert_run(run_dir: Path, *, data_dir: Optional[Path] = None, n_representat
     test_tensors = make_tensors(test.windows, recipe, progress=progress)
     float_bytes, int8_bytes, corrections, folded, clip_info = convert_model(
         model, rep_tensors, n_representative=k, seed=seed, bias_correction=bias_correction,
-        fold_pooling=fold_pooling, activation_percentile=activation_percentile)
+        fold_pooling=fold_pooling, activation_percentile=activation_percentile, logit_margin=logit_margin)
     (run_dir / FLOAT_MODEL).write_bytes(float_bytes)
     (run_dir / INT8_MODEL).write_bytes(int8_bytes)
     print("convert: Keras predictions ...", file=sys.stderr, flush=True)

@@ -67,7 +67,10 @@ class Step:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the demo's flags."""
     parser.add_argument("--out", required=True, type=Path, metavar="RUN", help="run folder (created)")
-    parser.add_argument("--seed", type=int, default=8, help="seed of every step (default 8)")
+    parser.add_argument("--seed", type=int, default=7,
+                        help="seed of every step (default 7: of the simulator's ten CNN calibration seeds at its "
+                             "default difficulty, the one whose accuracy and recalls are nearest the ten-seed mean; "
+                             "see docs/qa.md)")
     parser.add_argument("--subjects", type=int, default=10, help="simulated subjects (default 10, as the paper)")
     parser.add_argument("--reps", type=int, default=6, help="repetitions per zone and subject (default 6)")
     parser.add_argument("--epochs", type=int, default=40,

@@ -260,3 +260,81 @@ def test_relu_ranges_clipped_at_a_percentile_keep_the_function_below_it(tb):
     tight, _ = clip_activation_ranges(chain, x, percentile=50.0)  # half of every activation saturates
     assert np.abs(tight.predict(x, verbose=0) - model.predict(x, verbose=0)).max() > 1e-3
     assert clip_activation_ranges(chain, x, percentile=100.0) == (chain, {})
+
+
+def _confident_chain_model(x, seed=3, largest=30.0):
+    """The chain model with a last layer giving logits (t, -t, 0) with |t| up to ``largest`` on ``x``.
+
+    Like a trained model: one class far ahead on most windows, tens of logits of range.
+    """
+    import keras
+
+    model = _chain_model(seed)
+    last = model.get_layer("out")
+    kernel, bias = last.get_weights()
+    w = np.random.default_rng(seed).normal(size=kernel.shape[0]).astype(np.float32)
+    t = keras.Model(model.inputs, last.input).predict(x, verbose=0) @ w
+    w *= largest / np.abs(t).max()
+    last.set_weights([np.stack([w, -w, np.zeros_like(w)], axis=1), np.zeros_like(bias)])
+    return model
+
+
+def test_bounded_logits_keep_every_decision_and_each_probability_within_one_output_step():
+    """Bounds from the calibration windows' top-two logits, +- the margin: decisions and probabilities kept."""
+    import keras
+    from quantize.convert import bound_logit_range
+
+    x = np.random.default_rng(5).normal(size=(40, 95, 95, 3)).astype(np.float32)
+    model = _confident_chain_model(x)
+    copy, convertible, info = bound_logit_range(model, x, margin=6.0)
+    logits = keras.Model(model.inputs, model.get_layer("out").input).predict(x, verbose=0) \
+        @ model.get_layer("out").get_weights()[0] + model.get_layer("out").get_weights()[1]
+    ordered = np.sort(logits, axis=1)
+    assert info["low"] == pytest.approx(ordered[:, -1].min() - 6.0, abs=1e-3)
+    assert info["high"] == pytest.approx(ordered[:, -2].max() + 6.0, abs=1e-3)
+    assert info["step_after"] < info["step_before"]
+    assert info["softmax_beta"] == pytest.approx((info["high"] - info["low"]) / 6.0, rel=1e-4)
+    p, q = model.predict(x, verbose=0), copy.predict(x, verbose=0)
+    np.testing.assert_array_equal(np.argmax(q, 1), np.argmax(p, 1))
+    assert np.abs(p - q).max() < 1.0 / 256 + 1e-3
+    # the model to convert has no Rescaling: its softmax sees the ReLU6-scaled logits, beta left to the converted file
+    kinds = [type(layer).__name__ for layer in convertible.layers]
+    assert "Rescaling" not in kinds and "Rescaling" in [type(layer).__name__ for layer in copy.layers]
+    assert convertible.get_layer("out_bounded").get_config()["activation"] == "relu6"
+    # nothing to gain on a model whose logits are already small; margin 0 turns it off
+    small = _chain_model()
+    assert bound_logit_range(small, x, margin=6.0) == (small, small, {})
+    assert bound_logit_range(model, x, margin=0.0) == (model, model, {})
+
+
+def test_softmax_beta_puts_the_bounds_into_the_int8_model_at_the_finer_step():
+    """Converted without a MUL, SOFTMAX beta carries the scale, and the logits get 255 steps over the bounds."""
+    from edge.runtime import make_interpreter
+    from quantize.convert import EDGETPU_OPS, bound_logit_range, convert_int8, model_ops, set_softmax_beta, tflite_probs
+
+    x = np.random.default_rng(5).normal(size=(40, 95, 95, 3)).astype(np.float32)
+    model = _confident_chain_model(x)
+    copy, convertible, info = bound_logit_range(model, x)
+    raw = convert_int8(convertible, x)
+    patched = set_softmax_beta(raw, info["softmax_beta"])
+    assert set(model_ops(patched)) <= EDGETPU_OPS and "MUL" not in model_ops(patched)
+    interp, _ = make_interpreter(patched, preserve_all_tensors=True)
+    logits = [d for d in interp.get_tensor_details() if list(d["shape"]) == [1, 3]
+              and "out_bounded" in d["name"]]
+    assert len(logits) == 1 and logits[0]["quantization"][0] == pytest.approx(6.0 / 255, rel=1e-4)
+    keras_probs = model.predict(x, verbose=0)
+    with_beta, without_beta = tflite_probs(patched, x), tflite_probs(raw, x)
+    assert np.abs(with_beta - keras_probs).mean() < 0.02
+    assert np.abs(without_beta - keras_probs).mean() > 2 * np.abs(with_beta - keras_probs).mean()
+
+
+def test_softmax_beta_refuses_a_model_without_exactly_one_softmax():
+    import keras
+    from edge.errors import ConfigError
+    from quantize.convert import convert_int8, set_softmax_beta
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    with pytest.raises(ConfigError, match="0 SOFTMAX operators; expected exactly 1"):
+        set_softmax_beta(convert_int8(model, x), 2.0)

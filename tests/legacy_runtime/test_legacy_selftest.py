@@ -59,11 +59,16 @@ def test_legacy_hub_refuses_a_bad_bundle_in_one_line(legacy_python, tb, tmp_path
 
 
 def test_proposed_model_bundle_self_tests_on_tflite_runtime_2_14(legacy_python, tmp_path):
-    """The paper's full Table 2 network (untrained weights), converted by TF 2.21, runs on the old runtime."""
+    """The paper's full Table 2 network, through every conversion step of TF 2.21, runs on the old runtime.
+
+    Untrained weights, with the last layer made confident (logits of tens, as a trained model's) so that
+    the conversion folds pooling, clips ReLU ranges and bounds the logits (SOFTMAX with beta != 1).
+    """
+    import keras
     import numpy as np
 
     from edge import bundle as bundle_mod
-    from quantize.convert import convert_int8
+    from quantize.convert import convert_model
     from quantize.data import fit_recipe
     from quantize.export import build_manifest, golden_vectors
     from quantize.keygen import generate_keypair, load_private_key
@@ -74,7 +79,15 @@ def test_proposed_model_bundle_self_tests_on_tflite_runtime_2_14(legacy_python, 
     recipe = fit_recipe(windows[:16])
     from edge.signal_path import tensorize_batch
 
-    model_bytes = convert_int8(build_model("proposed", seed=0), tensorize_batch(windows[:16], recipe))
+    calibration = tensorize_batch(windows[:16], recipe)
+    model = build_model("proposed", seed=0)
+    last = model.layers[-1]
+    kernel, bias = last.get_weights()
+    t = keras.Model(model.inputs, last.input).predict(calibration, verbose=0) @ kernel[:, 0]
+    w = kernel[:, 0] * (30.0 / np.abs(t).max())
+    last.set_weights([np.stack([w, -w, np.zeros_like(w)], axis=1), np.zeros_like(bias)])
+    _, model_bytes, _, folded, ranges = convert_model(model, calibration, n_representative=16, bias_correction=False)
+    assert folded and ranges["layers"] and ranges["logit_bounds"]["softmax_beta"] > 1.0
     inputs, outputs, io_info = golden_vectors(model_bytes, windows[16:], recipe)
     generate_keypair(tmp_path / "key")
     manifest = build_manifest(model_id="proposed-legacy", model_version="1.0.0", recipe=recipe, io_info=io_info,
