@@ -777,17 +777,22 @@ def _metrics(y_true: np.ndarray, probs: np.ndarray) -> Dict[str, Any]:
 
 
 def parity_report(keras_probs: np.ndarray, float_probs: np.ndarray, int8_probs: np.ndarray,
-                  y_true: np.ndarray, int8_default_kernels_probs: Optional[np.ndarray] = None) -> Dict[str, Any]:
+                  y_true: np.ndarray, int8_default_kernels_probs: Optional[np.ndarray] = None,
+                  ids: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Compare the three models on the same test tensors.
 
     ``int8_probs`` are from TFLite's built-in kernels (what the hub runs by
     default) and decide the targets; ``int8_default_kernels_probs`` (the
     runtime's XNNPACK kernels), when given, are reported as an extra row.
+    ``ids`` (trial ids of the windows) name the windows whose int8 decision
+    differs from Keras.
 
     Returns:
         ``{"n_test", "models": {"keras"|"tflite_float32"|"tflite_int8": {metrics...,
         "agreement_with_keras", "max_prob_diff_vs_keras"}}, "int8_accuracy_drop_points",
-        "targets": {...}, "met": bool}``.
+        "targets": {...}, "met": bool, "disagreements": [{"window", "id", "true", "keras",
+        "int8", "keras_margin"}, ...]}``; ``keras_margin`` is the Keras probability of its
+        decision minus the next class's: how near the float model was to a tie.
     """
     from edge.layout import predicted_class
 
@@ -806,7 +811,15 @@ def parity_report(keras_probs: np.ndarray, float_probs: np.ndarray, int8_probs: 
     agreement = models["tflite_int8"]["agreement_with_keras"]
     met_agreement = agreement >= TARGET_AGREEMENT
     met_drop = drop <= TARGET_ACCURACY_DROP_POINTS
+    disagreements = []
+    for i in np.flatnonzero(predicted_class(int8_probs) != keras_pred):
+        top_two = np.sort(np.asarray(keras_probs[i], dtype=np.float64))[-2:]
+        disagreements.append({"window": int(i), "id": str(ids[i]) if ids is not None else None,
+                              "true": int(y_true[i]), "keras": [round(float(v), 4) for v in keras_probs[i]],
+                              "int8": [round(float(v), 4) for v in int8_probs[i]],
+                              "keras_margin": round(float(top_two[1] - top_two[0]), 4)})
     return {
+        "disagreements": disagreements,
         "n_test": int(len(y_true)),
         "models": models,
         "int8_accuracy_drop_points": float(drop),
@@ -835,6 +848,16 @@ def parity_markdown(parity: Dict[str, Any]) -> str:
               f"(target {t['agreement_with_keras']}): {'met' if t['agreement_met'] else 'MISSED'}",
               f"- int8 accuracy drop vs Keras: {parity['int8_accuracy_drop_points']:+.2f} points "
               f"(target {t['accuracy_drop_points']}): {'met' if t['accuracy_drop_met'] else 'MISSED'}"]
+    if parity.get("disagreements"):
+        names = CLASS_NAMES
+        parts = []
+        for d in parity["disagreements"]:
+            k, q = d["keras"], d["int8"]
+            parts.append(f"{d['id'] or '#' + str(d['window'])} (true {names[d['true']]}; Keras "
+                         f"{' / '.join(f'{v:.3f}' for v in k)}, margin {d['keras_margin']:.3f}; int8 "
+                         f"{' / '.join(f'{v:.3f}' for v in q)})")
+        lines.append(f"- windows where int8 decides otherwise than Keras (probabilities "
+                     f"{' / '.join(names)}): " + "; ".join(parts))
     if "int8_model" in parity:
         im = parity["int8_model"]
         lines += [f"- int8 model: {im['bytes']} bytes, input scale {im['input_scale']:.6g} zero point "
@@ -986,7 +1009,8 @@ def convert_run(run_dir: Path, *, data_dir: Optional[Path] = None, n_representat
                               progress="tflite int8" if progress else "")
     int8_fast = tflite_probs(int8_bytes, test_tensors, num_threads=num_threads, kernels="default",
                              progress="tflite int8 xnnpack" if progress else "")
-    parity = parity_report(keras_probs, float_probs, int8_probs, test.labels, int8_fast)
+    parity = parity_report(keras_probs, float_probs, int8_probs, test.labels, int8_fast,
+                           ids=getattr(test, "trial_ids", None))
     io_info = int8_io(int8_bytes)
     ops = model_ops(int8_bytes)
     parity["int8_model"] = dict(io_info, bytes=len(int8_bytes), ops=ops,

@@ -338,3 +338,16 @@ def test_softmax_beta_refuses_a_model_without_exactly_one_softmax():
     x = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
     with pytest.raises(ConfigError, match="0 SOFTMAX operators; expected exactly 1"):
         set_softmax_beta(convert_int8(model, x), 2.0)
+
+
+def test_parity_names_each_window_int8_decides_otherwise_with_the_float_margin():
+    from quantize.convert import parity_markdown, parity_report
+
+    keras = np.array([[0.52, 0.47, 0.01], [0.1, 0.2, 0.7], [0.3, 0.3, 0.4]])
+    int8 = np.array([[0.45, 0.54, 0.01], [0.1, 0.2, 0.7], [0.3, 0.3, 0.4]])
+    p = parity_report(keras, keras, int8, np.array([1, 2, 2]), ids=["S01_Z05_R1", "S01_Z10_R1", "S02_Z12_R3"])
+    assert p["disagreements"] == [{"window": 0, "id": "S01_Z05_R1", "true": 1, "keras": [0.52, 0.47, 0.01],
+                                   "int8": [0.45, 0.54, 0.01], "keras_margin": 0.05}]
+    md = parity_markdown(p)
+    assert "S01_Z05_R1 (true medium; Keras 0.520 / 0.470 / 0.010, margin 0.050; int8 0.450 / 0.540 / 0.010)" in md
+    assert parity_report(keras, keras, keras, np.array([1, 2, 2]))["disagreements"] == []
