@@ -489,7 +489,7 @@ DEFAULT_LOGIT_MARGIN = 6.0
 
 
 def bound_logit_range(model: Any, calibration: np.ndarray,
-                      margin: float = DEFAULT_LOGIT_MARGIN) -> Tuple[Any, Dict[str, Any]]:
+                      margin: float = DEFAULT_LOGIT_MARGIN) -> Tuple[Any, Any, Dict[str, Any]]:
     """A copy whose softmax layer sees its logits bounded to the range that decides anything.
 
     The int8 logit tensor spans every calibration logit, and a confident
@@ -499,12 +499,13 @@ def bound_logit_range(model: Any, calibration: np.ndarray,
     was the largest source of int8 error. Softmax only depends on logit
     differences, and a decision only on the two largest, so the last Dense is
     split into Dense + ReLU6 (bounds ``[lo, hi]`` mapped to ``[0, 6]``, so 255
-    int8 steps span ``hi - lo`` logits) + softmax with ``beta = (hi - lo) / 6``, with ``lo`` = the smallest top logit of the calibration windows
-    minus ``margin`` and ``hi`` = their largest second logit plus ``margin``.
+    int8 steps span ``hi - lo`` logits) + softmax with ``beta = (hi - lo) / 6``,
+    with ``lo`` = the smallest top logit of the calibration windows minus
+    ``margin`` and ``hi`` = their largest second logit plus ``margin``.
     Within the bounds the function is unchanged (softmax(z - lo) = softmax(z));
-    a logit pushed up to ``lo`` had a probability under e^-margin, a top logit
-    clipped to ``hi`` still beats the second by ``margin`` (probability above
-    0.995 for margin 6). Outside the calibration data, a window whose two top
+    on windows like the calibration ones a logit pushed up to ``lo`` had a
+    probability under e^-margin, and a top logit cut to ``hi`` still beats the
+    second by ``margin`` (probability above 0.995 for margin 6). Outside the calibration data, a window whose two top
     logits both exceed ``hi`` (or all three fall under ``lo``) becomes a tie,
     which :func:`edge.layout.predicted_class` gives to the higher risk.
 
