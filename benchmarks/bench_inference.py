@@ -2,8 +2,9 @@
 
 Model: the paper's proposed network (Table 2) from
 ``quantize.models.build_model('proposed', seed=0)``, converted by
-:mod:`quantize.convert` into the graph ``quantize convert`` deploys (average
-pooling folded into the next convolution, ReLU6 ranges; batch 1; int8 calibrated on 64 tensors made by
+:mod:`quantize.convert` (``convert_model``, the steps ``quantize convert`` takes: average
+pooling folded into the next convolution, default activation ranges, logit bounds where
+they narrow the range; no bias correction; batch 1; int8 calibrated on 64 tensors made by
 :mod:`edge.signal_path` from seeded random raw windows: latency does not depend
 on the weights' values). For each runtime present — ``ai_edge_litert`` and
 ``tensorflow.lite`` in the main environment, ``tflite_runtime`` 2.14 in
@@ -107,8 +108,7 @@ def main() -> None:
     from edge import bundle as bundle_mod
     from edge.runtime import available_runtimes, runtime_version
     from edge.signal_path import quantize_int8, tensorize_batch
-    from quantize.convert import (DEFAULT_ACTIVATION_PERCENTILE, clip_activation_ranges, convert_float, convert_int8,
-                                  fold_average_pooling, model_ops)
+    from quantize.convert import convert_model, model_ops
     from quantize.data import fit_recipe
     from quantize.export import build_manifest, golden_vectors
     from quantize.keygen import generate_keypair, load_private_key
@@ -121,10 +121,9 @@ def main() -> None:
     print("bench_inference: building and converting the proposed model ...", file=sys.stderr, flush=True)
     model = build_model("proposed", seed=0)
     t0 = time.perf_counter()
-    float_bytes = convert_float(model)
-    deployed, _ = fold_average_pooling(model, tensors[:8])  # the int8 graph quantize convert writes
-    deployed, _ = clip_activation_ranges(deployed, tensors, DEFAULT_ACTIVATION_PERCENTILE)
-    int8_bytes = convert_int8(deployed, tensors)
+    # the graph quantize convert writes (bias correction only moves bias values, so it is left out here)
+    float_bytes, int8_bytes, _, _, _ = convert_model(model, tensors, n_representative=len(tensors),
+                                                     bias_correction=False)
     convert_s = time.perf_counter() - t0
     print(f"bench_inference: converted in {convert_s:.1f} s; int8 {len(int8_bytes) / 1e6:.1f} MB, "
           f"float {len(float_bytes) / 1e6:.1f} MB; ops {', '.join(model_ops(int8_bytes))}", file=sys.stderr)
