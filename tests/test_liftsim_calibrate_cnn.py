@@ -7,6 +7,7 @@ maths, the acceptance rule, resuming from finished runs and error messages.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import sys
@@ -111,6 +112,25 @@ def test_origins_reach_the_synth_child(origins, expected, tmp_path, monkeypatch)
     else:
         assert cmd[-2:] == expected
     assert json.loads((tmp_path / "k2_s0" / "synth_done.json").read_text())["origins"] == origins
+
+
+def test_synth_args_reach_the_synth_child_and_are_recorded(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(cc, "run_child", lambda cmd, log, what: seen.append(list(cmd)) or 1.0)
+    parser = argparse.ArgumentParser()
+    cc.add_arguments(parser)
+    args = parser.parse_args(["--synth-arg=--hold-height=0.44", "--synth-arg=--step-scale=2"])
+    extra = cc.split_synth_args(args.synth_arg)
+    cc.synthesize(tmp_path / "k2_s0", 2.0, 0, 1, "paper", extra)
+    (cmd,) = seen
+    assert cmd[-4:] == ["--hold-height", "0.44", "--step-scale", "2"]
+    assert json.loads((tmp_path / "k2_s0" / "synth_done.json").read_text())["command"][-4:] == cmd[-4:]
+
+
+def test_a_synth_arg_that_is_not_a_flag_is_refused(tmp_path, capsys):
+    assert cc.main(["--synth-arg", "hold-height=0.44", "--out", str(tmp_path / "o"), "--summary-only"]) == 1
+    err = capsys.readouterr().err
+    assert "--synth-arg 'hold-height=0.44'" in err and "Traceback" not in err
 
 
 def test_plot_shows_runs_of_other_folders_labelled_by_origins(tmp_path, capsys):

@@ -139,6 +139,18 @@ def test_hold_spread_varies_the_destination_only_when_asked():
     assert min(spread) >= 0.35 * s.stature - 1e-9 and max(spread) <= 0.85 * s.stature + 1e-9
 
 
+def test_hold_height_moves_the_destination_and_is_checked():
+    from quantize.liftsim.trials import plan_lift
+
+    s = make_cohort(1, seed=0)[0]
+    for opts, frac in ((SimOptions(), 0.55), (SimOptions(protocol="P2"), 0.44), (SimOptions(hold_height=0.44), 0.44),
+                       (SimOptions(protocol="P2", hold_height=0.6), 0.6)):
+        plan = plan_lift(s, 8, np.random.default_rng(1), opts)
+        assert plan.hold_v == pytest.approx(frac * s.stature)
+    with pytest.raises(ConfigError, match="hold_height=0.2 .*expected 0.35 to 0.85"):
+        SimOptions(hold_height=0.2)
+
+
 @pytest.mark.parametrize("protocol", ["P1", "P2", "P3"])
 def test_protocols_order_their_events(protocol):
     s = make_cohort(1, seed=0)[0]

@@ -118,12 +118,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--synth-workers", type=int, default=1, help="processes for quantize synth (default 1)")
     parser.add_argument("--origins", choices=("spread", "paper"), default=None,
                         help="passed to quantize synth --origins (default: the generator's default)")
+    parser.add_argument("--synth-arg", action="append", default=[], metavar="FLAG=VALUE",
+                        help="another quantize synth flag for every cohort, e.g. --synth-arg=--hold-height=0.44 "
+                             "(repeatable; recorded with each run)")
     parser.add_argument("--keep-data", action="store_true",
                         help="keep each simulated cohort after its run (default: delete it once trained; the same seed rebuilds it)")
     parser.add_argument("--summary-only", action="store_true", help="only rebuild the tables from finished runs")
     parser.add_argument("--plot", type=Path, default=None, help="also write a PNG of per-seed accuracy and recalls")
     parser.add_argument("--plot-with", default="", metavar="DIR[,DIR]",
                         help="other calibration folders whose finished runs the plot shows too")
+
+
+def split_synth_args(values: Sequence[str]) -> List[str]:
+    """``--synth-arg`` values (``--flag=value`` or ``--flag``) as a ``quantize synth`` argument list.
+
+    Raises:
+        ConfigError: If a value is not a long flag.
+    """
+    out: List[str] = []
+    for value in values:
+        if not value.startswith("--") or value == "--":
+            raise ConfigError(f"--synth-arg {value!r}: expected a quantize synth flag like --hold-height=0.44")
+        out.extend(value.split("=", 1))
+    return out
 
 
 def tag(kappa: float, seed: int) -> str:
@@ -146,11 +163,12 @@ def run_child(cmd: Sequence[str], log_path: Path, what: str) -> float:
     return time.monotonic() - t0
 
 
-def synthesize(data_dir: Path, kappa: float, seed: int, workers: int, origins: Optional[str] = None) -> float:
+def synthesize(data_dir: Path, kappa: float, seed: int, workers: int, origins: Optional[str] = None,
+               extra_args: Sequence[str] = ()) -> float:
     """Simulate one cohort unless its marker says it is complete; return seconds spent (0 if reused).
 
     ``origins`` (``spread`` / ``paper``) is passed to ``quantize synth --origins``; None keeps
-    the generator's default.
+    the generator's default. ``extra_args`` are further ``quantize synth`` flags.
     """
     marker = data_dir / "synth_done.json"
     if marker.exists() and (data_dir / "index.csv").exists():
@@ -160,6 +178,7 @@ def synthesize(data_dir: Path, kappa: float, seed: int, workers: int, origins: O
            "--difficulty", f"{kappa:g}", "--workers", str(workers), "--no-progress"]
     if origins:
         cmd += ["--origins", origins]
+    cmd += list(extra_args)
     seconds = run_child(cmd, data_dir.parent / f"{data_dir.name}.synth.log", f"synth kappa {kappa:g} seed {seed}")
     marker.write_text(json.dumps({"kappa": kappa, "seed": seed, "origins": origins, "seconds": round(seconds, 1),
                                   "command": cmd}) + "\n")
@@ -354,11 +373,13 @@ def plot_runs(rows: Sequence[Dict[str, object]], path: Path) -> Path:
 
 def calibrate(kappas: Sequence[float], seeds: Sequence[int], epochs: int, out: Path, model: str = "proposed",
               synth_workers: int = 1, keep_data: bool = False, summary_only: bool = False,
-              origins: Optional[str] = None) -> str:
+              origins: Optional[str] = None, synth_args: Sequence[str] = ()) -> str:
     """Run (or resume) every (kappa, seed) and write the tables; return the markdown table.
 
     ``origins`` is passed to ``quantize synth --origins`` (None: the generator's default) and
-    recorded per run; keep one origins mode per ``out`` folder.
+    recorded per run; keep one origins mode per ``out`` folder. ``synth_args`` are further
+    ``quantize synth`` flags for every cohort (recorded in each ``synth_done.json``; keep one
+    set per ``out`` folder).
     """
     out = Path(out)
     (out / "data").mkdir(parents=True, exist_ok=True)
@@ -380,7 +401,7 @@ def calibrate(kappas: Sequence[float], seeds: Sequence[int], epochs: int, out: P
             continue
         else:
             print(f"[{i}/{total}] kappa {kappa:g} seed {seed}: simulating ...", file=sys.stderr, flush=True)
-            synth_s = synthesize(data_dir, kappa, seed, synth_workers, origins)
+            synth_s = synthesize(data_dir, kappa, seed, synth_workers, origins, synth_args)
             print(f"[{i}/{total}] kappa {kappa:g} seed {seed}: cohort ready ({synth_s:.0f} s); training {model} "
                   f"(<= {epochs} epochs) ...", file=sys.stderr, flush=True)
             train_s = train(data_dir, run_dir, seed, epochs, model)
@@ -414,7 +435,8 @@ def run(args: argparse.Namespace) -> int:
         if not 0.0 <= k <= 5.0:
             raise ConfigError(f"--kappas: {k:g} is out of range; expected 0 to 5 (the generator's difficulty range)")
     md = calibrate(kappas, seeds, args.epochs, args.out, model=args.model, synth_workers=args.synth_workers,
-                   keep_data=args.keep_data, summary_only=args.summary_only, origins=args.origins)
+                   keep_data=args.keep_data, summary_only=args.summary_only, origins=args.origins,
+                   synth_args=split_synth_args(args.synth_arg))
     if args.plot is not None:
         rows = json.loads((Path(args.out) / "calib_cnn.json").read_text())["runs"]
         for other in (d.strip() for d in args.plot_with.split(",") if d.strip()):

@@ -47,6 +47,9 @@ def add_options_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hold-spread", type=float, default=d.hold_spread,
                         help=f"SD of the destination height as a fraction of stature (default {d.hold_spread:g}: "
                              f"the spec's fixed 0.55 H)")
+    parser.add_argument("--hold-height", type=float, default=d.hold_height, metavar="FRACTION",
+                        help="mean height of the destination grip as a fraction of stature (default: 0.55 H "
+                             "with P1/P3, 0.44 H with P2)")
     parser.add_argument("--protocol", choices=("P1", "P2", "P3"), default=d.protocol,
                         help="P1 lift-hold-return (default), P2 place at 0.44 H without return, P3 lift and hold")
     parser.add_argument("--origins", choices=("spread", "paper"), default=d.origins,
@@ -65,7 +68,8 @@ def options_from_args(args: argparse.Namespace):
                       dropout_mean_ms=args.dropout_mean_ms, clock_offset_ms=args.clock_offset_ms,
                       mount_error_scale=args.mount_error_scale, sensor_errors=not args.no_sensor_errors,
                       artefacts=not args.no_artefacts, midpoints=args.midpoints, step_scale=args.step_scale,
-                      hold_spread=args.hold_spread, protocol=args.protocol, origins=args.origins)
+                      hold_spread=args.hold_spread, hold_height=args.hold_height, protocol=args.protocol,
+                      origins=args.origins)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,6 +7,7 @@ of ``quantize synth`` (see ``docs/simulator.md``).
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 from edge.errors import ConfigError
 
@@ -19,8 +20,8 @@ class SimOptions:
         difficulty: kappa, one multiplier on the style spreads (squat index,
             lumbopelvic share, trunk weight, elbow preference, posture noise,
             pronation, foot offsets, stepping), the mounting spreads and the
-            spread of the origins (see ``origins``). 2.0 with ``origins="paper"`` is the calibrated default
-            (docs/simulator.md: the paper's CNN, random 75/25, seeds 0-4); the spec's
+            spread of the origins (see ``origins``). 2.5 with ``origins="paper"`` is the calibrated default
+            (docs/simulator.md: the paper's CNN, random 75/25, seeds 0-19); the spec's
             estimates of those spreads are kappa 1.
         origin_spread: Standard deviation of the lift origin around the zone's
             target point, as a fraction of the zone's extent (before kappa); used
@@ -42,6 +43,9 @@ class SimOptions:
             extended-column loads (spec: 0.5 Beta(1, 3), mean 0.125).
         hold_spread: SD of the lift destination's height as a fraction of
             stature (spec: fixed at 0.55 H, i.e. 0); kept within 0.35-0.85 H.
+        hold_height: Mean height of the destination grip (hold with P1/P3,
+            place with P2) as a fraction of stature; None keeps the spec's
+            0.55 H (P1, P3) or 0.44 H (P2).
         origins: ``paper`` (default): the NIOSH protocol as the paper states it,
             zones 5, 6, 8, 9, 11, 12 at their midpoint plus placement jitter and zones 1-3, 4, 7, 10 at per-subject altered
             points (:mod:`quantize.liftsim.origins`); ``spread``: every zone's origin is
@@ -65,6 +69,7 @@ class SimOptions:
     atypical_share: float = 0.03
     step_scale: float = 1.0
     hold_spread: float = 0.0
+    hold_height: Optional[float] = None
     protocol: str = "P1"
     origins: str = "paper"
 
@@ -81,6 +86,9 @@ class SimOptions:
             ("step_scale", self.step_scale, 0.0, 8.0),
             ("hold_spread", self.hold_spread, 0.0, 0.3),
         ]
+        if self.hold_height is not None and not (0.35 <= float(self.hold_height) <= 0.85):
+            raise ConfigError(f"option hold_height={self.hold_height!r} is out of range; expected 0.35 to 0.85 "
+                              f"(fraction of stature)")
         if self.origins not in ("spread", "paper"):
             raise ConfigError(f"option origins={self.origins!r}; expected spread or paper")
         if self.protocol not in ("P1", "P2", "P3"):

@@ -116,6 +116,13 @@ class LiftPlan:
     hold_v: float = 0.0
 
 
+def destination_height(options: SimOptions) -> float:
+    """Mean destination grip height as a fraction of stature (``options.hold_height`` or the protocol's)."""
+    if options.hold_height is not None:
+        return float(options.hold_height)
+    return 0.44 if options.protocol == "P2" else 0.55
+
+
 def plan_lift(subject: Subject, zone: int, rng: np.random.Generator, options: SimOptions,
               origin: Optional[Tuple[float, float]] = None) -> LiftPlan:
     """Choose the origin, style noise and keyframes of one lift."""
@@ -143,7 +150,7 @@ def plan_lift(subject: Subject, zone: int, rng: np.random.Generator, options: Si
         key = solve_posture(subject.dims, style, target_x, target_z)
     noise = 0.0 if options.midpoints else k
     grasp = perturb(subject.dims, style, key, target_x, target_z, rng, noise)
-    hold_x, hold_z = 0.30, (0.44 if options.protocol == "P2" else 0.55) * subject.stature
+    hold_x, hold_z = 0.30, destination_height(options) * subject.stature
     if options.hold_spread > 0 and not options.midpoints:  # drawn only when on: default streams unchanged
         hold_z = float(np.clip(hold_z + rng.normal(0.0, options.hold_spread * subject.stature),
                                0.35 * subject.stature, 0.85 * subject.stature))
