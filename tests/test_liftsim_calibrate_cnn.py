@@ -47,6 +47,19 @@ def test_summary_statistics_and_acceptance():
     assert s1["recall_ordered"] and s1["accepted"]
     assert not summary[2.0]["accepted"] and summary[2.0]["recall_ordered"]
     assert not summary[0.5]["recall_ordered"] and not summary[0.5]["accepted"]
+    assert s1["gap_mean"] == pytest.approx(0.10) and s1["gap_se"] == pytest.approx(0.0) and s1["gap_positive"] == 5
+    assert summary[0.5]["gap_positive"] == 0
+
+
+def test_the_low_medium_gap_has_a_standard_error_and_a_sign_count():
+    rows = rows_for(2.5, [0.9] * 4, (0.7, 0.8, 0.99))
+    for r, low in zip(rows, (0.70, 0.90, 0.60, 0.80)):  # medium 0.80: gaps +0.10, -0.10, +0.20, 0.00
+        r["recall_low"] = low
+    (s,) = cc.summarize(rows)
+    assert s["gap_mean"] == pytest.approx(0.05)
+    assert s["gap_se"] == pytest.approx(0.129099445 / 2)  # sample SD / sqrt(4)
+    assert s["gap_positive"] == 2
+    assert "| +0.050 +- 0.065 (2 of 4) |" in cc.summary_markdown([s], epochs=40)
 
 
 def test_fewer_than_five_seeds_is_never_accepted_and_missing_seeds_are_named():

@@ -254,7 +254,10 @@ def summarize(rows: Sequence[Dict[str, object]], wanted_seeds: Optional[Sequence
     Returns:
         One dict per kappa, sorted by kappa. ``accepted`` needs the mean accuracy
         inside :data:`ACCURACY_BAND`, mean recalls ordered low < medium <= high,
-        and at least 5 finished seeds.
+        and at least 5 finished seeds. ``gap_mean`` / ``gap_se`` / ``gap_positive`` say how
+        firmly low and medium are ordered: the per-seed medium - low recall difference, its
+        mean, standard error (sample SD / sqrt(n); None for one seed) and how many seeds
+        have it above zero.
     """
     out = []
     for kappa in sorted({float(r["kappa"]) for r in rows}):
@@ -262,6 +265,9 @@ def summarize(rows: Sequence[Dict[str, object]], wanted_seeds: Optional[Sequence
         accs = [float(r["accuracy"]) for r in sel]
         rec = {c: _mean([float(r[f"recall_{c}"]) for r in sel]) for c in CLASSES}
         ordered = rec["low"] < rec["medium"] <= rec["high"]
+        gaps = [float(r["recall_medium"]) - float(r["recall_low"]) for r in sel]
+        gap_se = (math.sqrt(sum((g - _mean(gaps)) ** 2 for g in gaps) / (len(gaps) - 1) / len(gaps))
+                  if len(gaps) > 1 else None)
         mean_acc = _mean(accs)
         seeds = sorted(int(r["seed"]) for r in sel)
         missing = sorted(set(wanted_seeds or []) - set(seeds))
@@ -271,6 +277,7 @@ def summarize(rows: Sequence[Dict[str, object]], wanted_seeds: Optional[Sequence
                     "test_acc_last5_mean": (_mean([float(r["test_acc_last5_mean"]) for r in sel])
                                             if all(r.get("test_acc_last5_mean", "") != "" for r in sel) else None),
                     **{f"recall_{c}": rec[c] for c in CLASSES}, "recall_ordered": ordered,
+                    "gap_mean": _mean(gaps), "gap_se": gap_se, "gap_positive": sum(g > 0 for g in gaps),
                     "accepted": bool(ACCURACY_BAND[0] <= mean_acc <= ACCURACY_BAND[1] and ordered and len(sel) >= 5),
                     "train_seconds_mean": _mean([float(r["train_seconds"] or 0) for r in sel])})
     return out
@@ -279,8 +286,8 @@ def summarize(rows: Sequence[Dict[str, object]], wanted_seeds: Optional[Sequence
 def summary_markdown(summary: Sequence[Dict[str, object]], epochs: int) -> str:
     """The CNN calibration table as markdown (one row per kappa)."""
     lines = ["| kappa | seeds | CNN accuracy mean +- SD (min-max) | RK mean | recall low / medium / high | ordered "
-             "| accepted | test accuracy, last 5 epochs (info) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| medium - low recall: mean +- SE (seeds > 0) | accepted | test accuracy, last 5 epochs (info) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for s in summary:
         seeds = f"{len(s['seeds'])}: " + ",".join(str(x) for x in s["seeds"])
         if s["missing_seeds"]:
@@ -289,12 +296,15 @@ def summary_markdown(summary: Sequence[Dict[str, object]], epochs: int) -> str:
                      f"{s['accuracy_sd']:.3f} ({s['accuracy_min']:.3f}-{s['accuracy_max']:.3f}) | "
                      f"{s['rk_mean']:.3f} | {s['recall_low']:.2f} / {s['recall_medium']:.2f} / "
                      f"{s['recall_high']:.2f} | {'yes' if s['recall_ordered'] else 'no'} | "
+                     f"{s['gap_mean']:+.3f}" + (f" +- {s['gap_se']:.3f}" if s.get("gap_se") is not None else "")
+                     + f" ({s['gap_positive']} of {len(s['seeds'])}) | "
                      f"{'yes' if s['accepted'] else 'no'} | "
                      + (f"{s['test_acc_last5_mean']:.3f} |" if s.get("test_acc_last5_mean") is not None else "- |"))
     lines.append("")
     lines.append(f"Proposed model, random stratified 75/25 split, at most {epochs} epochs; SD over seeds "
                  f"(population); accepted = mean accuracy in [{ACCURACY_BAND[0]}, {ACCURACY_BAND[1]}], recalls "
-                 f"ordered low < medium <= high, >= 5 seeds. Last column: mean over runs of the test accuracy "
+                 f"ordered low < medium <= high, >= 5 seeds. Medium - low: per-seed recall difference, mean "
+                 f"+- standard error, and the number of seeds where it is positive. Last column: mean over runs of the test accuracy "
                  f"averaged over each run's last {LAST_EPOCHS} epochs (from history.json; information only, "
                  f"never used to choose weights).")
     return "\n".join(lines) + "\n"
