@@ -59,7 +59,21 @@ def test_the_low_medium_gap_has_a_standard_error_and_a_sign_count():
     assert s["gap_mean"] == pytest.approx(0.05)
     assert s["gap_se"] == pytest.approx(0.129099445 / 2)  # sample SD / sqrt(4)
     assert s["gap_positive"] == 2
-    assert "| +0.050 +- 0.065 (2 of 4) |" in cc.summary_markdown([s], epochs=40)
+    assert "| +0.050 +- 0.065 (2 of 4) | no |" in cc.summary_markdown([s], epochs=40)
+
+
+def test_an_ordering_in_the_mean_that_noise_could_flip_is_not_accepted():
+    rows = rows_for(2.5, [0.9] * 6, (0.7, 0.8, 0.99))
+    for r, low in zip(rows, (0.70, 0.90, 0.60, 0.80, 0.85, 0.75)):  # gaps +.1 -.1 +.2 0 -.05 +.05: mean +0.033
+        r["recall_low"] = low
+    (s,) = cc.summarize(rows)
+    assert s["recall_ordered"] and s["gap_mean"] == pytest.approx(0.1 / 3)
+    assert s["gap_mean"] < cc.FIRM_SE * s["gap_se"]
+    assert not s["ordered_firmly"] and not s["accepted"]
+    for r in rows:  # the same seeds with every gap +0.10 +- 0.02: firm
+        r["recall_low"] = 0.70 + 0.02 * (int(r["seed"]) % 2)
+    (s,) = cc.summarize(rows)
+    assert s["ordered_firmly"] and s["accepted"]
 
 
 def test_fewer_than_five_seeds_is_never_accepted_and_missing_seeds_are_named():

@@ -12,9 +12,12 @@ For every kappa and seed this script
 
 then writes ``OUT/calib_cnn.csv`` (one row per run) and ``OUT/calib_cnn.md``
 (one row per kappa: accuracy mean +- SD and min-max, mean recall per class,
-whether the recalls are ordered low < medium <= high, and whether the kappa is
-accepted: mean accuracy in [0.85, 0.93] and ordered recalls; the same rule as
-the proxy calibration in :mod:`quantize.liftsim.calibrate`).
+whether the mean recalls are ordered low < medium <= high, the per-seed
+medium - low recall gap (mean +- standard error, seeds with it positive), and
+whether the kappa is accepted: mean accuracy in [0.85, 0.93], mean recalls
+ordered, and the low < medium ordering firm - its mean gap more than
+:data:`FIRM_SE` standard errors above zero - over at least 5 seeds. The proxy
+calibration (:mod:`quantize.liftsim.calibrate`) checks only the means).
 
 Both steps run as child processes of the ordinary ``quantize`` command line,
 so each run is exactly what a user would type, TensorFlow's memory is returned
@@ -52,6 +55,10 @@ HELP = "recalibrate the simulator's difficulty with the paper's proposed CNN (sy
 
 #: The paper's three-class accuracy band the calibration must land in.
 ACCURACY_BAND = (0.85, 0.93)
+#: How many standard errors the mean medium - low recall gap must clear for the ordering to
+#: count as firm (about a one-sided 2.5 % test): a mean that a few lucky seeds could flip is
+#: not an ordering of the simulator.
+FIRM_SE = 2.0
 CLASSES = ("low", "medium", "high")
 #: Epochs at the end of training over which the per-epoch test accuracy is averaged (information only).
 LAST_EPOCHS = 5
@@ -254,7 +261,8 @@ def summarize(rows: Sequence[Dict[str, object]], wanted_seeds: Optional[Sequence
     Returns:
         One dict per kappa, sorted by kappa. ``accepted`` needs the mean accuracy
         inside :data:`ACCURACY_BAND`, mean recalls ordered low < medium <= high,
-        and at least 5 finished seeds. ``gap_mean`` / ``gap_se`` / ``gap_positive`` say how
+        at least 5 finished seeds and ``ordered_firmly`` (mean recalls ordered and the
+        medium - low gap above ``FIRM_SE`` standard errors). ``gap_mean`` / ``gap_se`` / ``gap_positive`` say how
         firmly low and medium are ordered: the per-seed medium - low recall difference, its
         mean, standard error (sample SD / sqrt(n); None for one seed) and how many seeds
         have it above zero.
@@ -278,7 +286,9 @@ def summarize(rows: Sequence[Dict[str, object]], wanted_seeds: Optional[Sequence
                                             if all(r.get("test_acc_last5_mean", "") != "" for r in sel) else None),
                     **{f"recall_{c}": rec[c] for c in CLASSES}, "recall_ordered": ordered,
                     "gap_mean": _mean(gaps), "gap_se": gap_se, "gap_positive": sum(g > 0 for g in gaps),
-                    "accepted": bool(ACCURACY_BAND[0] <= mean_acc <= ACCURACY_BAND[1] and ordered and len(sel) >= 5),
+                    "ordered_firmly": bool(ordered and gap_se is not None and _mean(gaps) > FIRM_SE * gap_se),
+                    "accepted": bool(ACCURACY_BAND[0] <= mean_acc <= ACCURACY_BAND[1] and ordered and len(sel) >= 5
+                                     and gap_se is not None and _mean(gaps) > FIRM_SE * gap_se),
                     "train_seconds_mean": _mean([float(r["train_seconds"] or 0) for r in sel])})
     return out
 
@@ -286,8 +296,8 @@ def summarize(rows: Sequence[Dict[str, object]], wanted_seeds: Optional[Sequence
 def summary_markdown(summary: Sequence[Dict[str, object]], epochs: int) -> str:
     """The CNN calibration table as markdown (one row per kappa)."""
     lines = ["| kappa | seeds | CNN accuracy mean +- SD (min-max) | RK mean | recall low / medium / high | ordered "
-             "| medium - low recall: mean +- SE (seeds > 0) | accepted | test accuracy, last 5 epochs (info) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| medium - low recall: mean +- SE (seeds > 0) | firm | accepted | test accuracy, last 5 epochs (info) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for s in summary:
         seeds = f"{len(s['seeds'])}: " + ",".join(str(x) for x in s["seeds"])
         if s["missing_seeds"]:
@@ -297,14 +307,15 @@ def summary_markdown(summary: Sequence[Dict[str, object]], epochs: int) -> str:
                      f"{s['rk_mean']:.3f} | {s['recall_low']:.2f} / {s['recall_medium']:.2f} / "
                      f"{s['recall_high']:.2f} | {'yes' if s['recall_ordered'] else 'no'} | "
                      f"{s['gap_mean']:+.3f}" + (f" +- {s['gap_se']:.3f}" if s.get("gap_se") is not None else "")
-                     + f" ({s['gap_positive']} of {len(s['seeds'])}) | "
+                     + f" ({s['gap_positive']} of {len(s['seeds'])}) | {'yes' if s['ordered_firmly'] else 'no'} | "
                      f"{'yes' if s['accepted'] else 'no'} | "
                      + (f"{s['test_acc_last5_mean']:.3f} |" if s.get("test_acc_last5_mean") is not None else "- |"))
     lines.append("")
     lines.append(f"Proposed model, random stratified 75/25 split, at most {epochs} epochs; SD over seeds "
                  f"(population); accepted = mean accuracy in [{ACCURACY_BAND[0]}, {ACCURACY_BAND[1]}], recalls "
-                 f"ordered low < medium <= high, >= 5 seeds. Medium - low: per-seed recall difference, mean "
-                 f"+- standard error, and the number of seeds where it is positive. Last column: mean over runs of the test accuracy "
+                 f"ordered low < medium <= high, firm, >= 5 seeds. Medium - low: per-seed recall difference, mean "
+                 f"+- standard error, and the number of seeds where it is positive; firm = that mean above "
+                 f"{FIRM_SE:g} standard errors. Last column: mean over runs of the test accuracy "
                  f"averaged over each run's last {LAST_EPOCHS} epochs (from history.json; information only, "
                  f"never used to choose weights).")
     return "\n".join(lines) + "\n"
