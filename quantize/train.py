@@ -43,6 +43,7 @@ import numpy as np
 
 from edge.errors import ConfigError
 from edge.layout import CHANNELS, CLASS_NAMES, SENSORS, predicted_class
+from edge.signal_path import DEFAULT_POST_SAMPLES, DEFAULT_PRE_SAMPLES, WINDOW_SAMPLES
 
 HELP = "train one model (proposed, cnn_lstm, maxpool, cnn, mlp) and write a run folder with metrics, plots and report.md"
 
@@ -67,6 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"maximum epochs; early stopping on training loss, patience {PATIENCE} (default {DEFAULT_EPOCHS})")
     parser.add_argument("--sensors", default=None,
                         help=f"comma-separated subset of {','.join(SENSORS)}; other sensors are zeroed (default all six)")
+    parser.add_argument("--margins", default=f"{DEFAULT_PRE_SAMPLES},{DEFAULT_POST_SAMPLES}", metavar="PRE,POST",
+                        help=f"samples kept before and after each lift's markers, recorded in the recipe for the "
+                             f"hub (default {DEFAULT_PRE_SAMPLES},{DEFAULT_POST_SAMPLES}; 750,750 keeps whole trials "
+                             f"as the paper did)")
     parser.add_argument("--fold", type=int, default=0, help="subject fold used as the test set (--split subject; default 0)")
     parser.add_argument("--n-folds", type=int, default=None, help="number of subject folds (default 4)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"batch size (default {DEFAULT_BATCH})")
@@ -140,12 +145,33 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def load(data_dir: Path, skip_bad: bool = False):
-    """Load cut lift windows through :func:`quantize.data.load_windows`."""
+def parse_margins(text: str) -> Tuple[int, int]:
+    """``--margins PRE,POST`` as two sample counts.
+
+    Raises:
+        ConfigError: Unless both are integers in 0..WINDOW_SAMPLES.
+    """
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        pre, post = (int(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"--margins {text!r}: expected two sample counts PRE,POST such as 50,50") from None
+    for name, value in (("PRE", pre), ("POST", post)):
+        if not 0 <= value <= WINDOW_SAMPLES:
+            raise ConfigError(f"--margins {text!r}: {name}={value} is out of range; expected 0 to {WINDOW_SAMPLES} samples")
+    return pre, post
+
+
+def load(data_dir: Path, skip_bad: bool = False, margins: Optional[Tuple[int, int]] = None):
+    """Load cut lift windows through :func:`quantize.data.load_windows`.
+
+    ``margins`` = (pre, post) samples kept around each lift (default the recipe's 50, 50).
+    """
     from .data import load_windows
 
     t0 = time.perf_counter()
-    lw = load_windows(Path(data_dir), skip_bad=skip_bad)
+    pre, post = margins if margins is not None else (DEFAULT_PRE_SAMPLES, DEFAULT_POST_SAMPLES)
+    lw = load_windows(Path(data_dir), skip_bad=skip_bad, pre_samples=pre, post_samples=post)
     log(f"loaded {len(lw.windows)} trials from {data_dir} ({time.perf_counter() - t0:.1f} s)")
     return lw
 
@@ -158,13 +184,18 @@ def make_run_split(lw, kind: str, seed: int, fold: int = 0, n_folds: Optional[in
                       trial_ids=list(lw.trial_ids), seed=seed, fold=fold, n_folds=n_folds, data=data)
 
 
-def prepare(lw, split, sensors: Sequence[str] = SENSORS, progress: bool = True) -> Prepared:
-    """Fit the recipe on the training windows and tensorize both sides."""
+def prepare(lw, split, sensors: Sequence[str] = SENSORS, progress: bool = True,
+            margins: Optional[Tuple[int, int]] = None) -> Prepared:
+    """Fit the recipe on the training windows and tensorize both sides.
+
+    ``margins`` (pre, post) are recorded in the recipe, so the hub cuts lifts as ``lw`` was cut.
+    """
     from .data import fit_recipe, make_tensors
 
+    pre, post = margins if margins is not None else (DEFAULT_PRE_SAMPLES, DEFAULT_POST_SAMPLES)
     train_w = [lw.windows[i] for i in split.train_index]
     test_w = [lw.windows[i] for i in split.test_index]
-    recipe = mask_recipe(fit_recipe(train_w), sensors)
+    recipe = mask_recipe(fit_recipe(train_w, pre_samples=pre, post_samples=post), sensors)
     x_train = make_tensors(train_w, recipe, progress=progress)
     x_test = make_tensors(test_w, recipe, progress=progress)
     labels = np.asarray(lw.labels, dtype=np.int64)
@@ -254,7 +285,7 @@ def train_run(data: Path, model_name: str, split_kind: str, seed: int, out: Path
               epochs: int = DEFAULT_EPOCHS, sensors: Sequence[str] = SENSORS, fold: int = 0,
               n_folds: Optional[int] = None, batch_size: int = DEFAULT_BATCH, l2: Optional[float] = None,
               dropout: Optional[float] = None, learning_rate: Optional[float] = None, skip_bad: bool = False,
-              quiet: bool = False, windows=None) -> dict:
+              quiet: bool = False, windows=None, margins: Optional[Tuple[int, int]] = None) -> dict:
     """Train one model and write the run folder; return its metrics dict.
 
     Args:
@@ -270,7 +301,10 @@ def train_run(data: Path, model_name: str, split_kind: str, seed: int, out: Path
         l2, dropout, learning_rate: Hyperparameters (paper defaults when None).
         skip_bad: Skip malformed trials.
         quiet: No per-epoch lines.
-        windows: An already loaded :class:`LabelledWindows` (saves reloading).
+        windows: An already loaded :class:`LabelledWindows` (saves reloading), cut with ``margins``.
+        margins: (pre, post) samples kept around each lift's markers (default 50, 50: the
+            hub's segmenter margins); ``(750, 750)`` keeps the whole recorded trial, as the
+            paper trained (its windows were the 10-15 s trials, zero-padded to 30 s).
     """
     from . import models as M
     from .metrics import compute_metrics
@@ -280,10 +314,10 @@ def train_run(data: Path, model_name: str, split_kind: str, seed: int, out: Path
     learning_rate = M.DEFAULT_LEARNING_RATE if learning_rate is None else learning_rate
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    lw = windows if windows is not None else load(data, skip_bad)
+    lw = windows if windows is not None else load(data, skip_bad, margins)
     split = make_run_split(lw, split_kind, seed, fold, n_folds, data=str(Path(data).resolve()))
     log(split_sentence(split))
-    prep = prepare(lw, split, sensors, progress=not quiet)
+    prep = prepare(lw, split, sensors, progress=not quiet, margins=margins)
     model = M.build_model(model_name, l2=l2, dropout=dropout, learning_rate=learning_rate, seed=seed)
     log(f"model {model_name}: {model.count_params():,} parameters; at most {epochs} epochs")
     result = fit(model, prep.x_train, prep.y_train, epochs=epochs, batch_size=batch_size, seed=seed,
@@ -297,7 +331,8 @@ def train_run(data: Path, model_name: str, split_kind: str, seed: int, out: Path
               "epochs_run": result["epochs_run"], "best_epoch": result["best_epoch"],
               "train_seconds": round(result["seconds"], 2), "seconds_per_epoch": round(result["seconds_per_epoch"], 3),
               "batch_size": batch_size, "l2": l2, "dropout": dropout, "learning_rate": learning_rate,
-              "n_train": len(split.train), "n_test": len(split.test), "data": str(Path(data).resolve())}
+              "n_train": len(split.train), "n_test": len(split.test), "data": str(Path(data).resolve()),
+              "margins": [int(prep.recipe.pre_samples), int(prep.recipe.post_samples)]}
     save_run(out, model, prep, metrics, result["history"], probs, lw, config)
     log(f"accuracy {metrics['accuracy']:.3f}, RK {metrics['rk']:.3f} on {metrics['n']} test trials; run in {out}")
     return metrics
@@ -391,7 +426,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = train_run(args.data, args.model, args.split, args.seed, args.out, epochs=args.epochs,
                         sensors=sensors, fold=args.fold, n_folds=args.n_folds, batch_size=args.batch_size,
                         l2=args.l2, dropout=args.dropout, learning_rate=args.lr, skip_bad=args.skip_bad,
-                        quiet=args.quiet)
+                        quiet=args.quiet, margins=parse_margins(args.margins))
     print(f"{args.model} ({args.split} split, seed {args.seed}) next to the paper's Table 4:")
     print(table4_row_markdown(args.model, flat_row(metrics)))
     print(f"report: {Path(args.out) / 'report.md'}")

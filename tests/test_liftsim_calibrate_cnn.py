@@ -154,6 +154,18 @@ def test_synth_args_reach_the_synth_child_and_are_recorded(tmp_path, monkeypatch
     assert json.loads((tmp_path / "k2_s0" / "synth_done.json").read_text())["command"][-4:] == cmd[-4:]
 
 
+def test_train_args_reach_the_train_child(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(cc, "run_child", lambda cmd, log, what: seen.append(list(cmd)) or 1.0)
+    cc.train(tmp_path / "data", tmp_path / "runs" / "k2_s0", 0, 40, "proposed",
+             cc.split_synth_args(["--margins=750,750"], "--train-arg"))
+    (cmd,) = seen
+    assert cmd[cmd.index("train") - 2:cmd.index("train") + 1] == ["-m", "quantize", "train"]
+    assert cmd[-2:] == ["--margins", "750,750"]
+    with pytest.raises(ConfigError, match="--train-arg 'margins=1,1'"):
+        cc.split_synth_args(["margins=1,1"], "--train-arg")
+
+
 def test_a_synth_arg_that_is_not_a_flag_is_refused(tmp_path, capsys):
     assert cc.main(["--synth-arg", "hold-height=0.44", "--out", str(tmp_path / "o"), "--summary-only"]) == 1
     err = capsys.readouterr().err

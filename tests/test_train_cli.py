@@ -117,12 +117,34 @@ def test_sensor_subset_zeroes_other_sensors_through_the_recipe(tiny_data, tmp_pa
     (["--sensors", "Back,Nose"], "'Nose' is not a sensor"),
     (["--split", "random", "--fold", "2"], "--fold only applies to --split subject"),
     (["--epochs", "0"], "--epochs 0 must be at least 1"),
+    (["--margins", "50"], "--margins '50': expected two sample counts PRE,POST"),
+    (["--margins", "50,751"], "POST=751 is out of range; expected 0 to 750"),
 ])
 def test_bad_flags_give_one_clear_line(tiny_data, tmp_path, capsys, argv, message):
     code = quantize_main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "r"), "--model", "cnn"] + argv)
     err = capsys.readouterr().err
     assert code == 1
     assert message in err and "Traceback" not in err
+
+
+def test_margins_cut_whole_trials_and_reach_the_recipe(tiny_data, tmp_path):
+    from quantize.train import load, prepare, make_run_split
+
+    default = load(tiny_data)
+    whole = load(tiny_data, margins=(750, 750))
+    assert {len(w) for w in default.windows} == {160}  # 50 + (110 - 50 + 1) + 49 samples: clamped at the end
+    narrow = load(tiny_data, margins=(10, 5))
+    assert {len(w) for w in narrow.windows} == {10 + 61 + 5}
+    assert {len(w) for w in whole.windows} == {160}  # the whole trial
+    assert all(np.array_equal(n, w[40:116]) for w, n in zip(whole.windows, narrow.windows))
+    split = make_run_split(narrow, "random", 0)
+    prep = prepare(narrow, split, progress=False, margins=(10, 5))
+    assert (prep.recipe.pre_samples, prep.recipe.post_samples) == (10, 5)
+    out = tmp_path / "r"
+    assert quantize_main(["train", "--data", str(tiny_data), "--out", str(out), "--model", "mlp", "--epochs", "1",
+                          "--margins", "10,5", "--quiet"]) == 0
+    assert json.loads((out / "config.json").read_text())["margins"] == [10, 5]
+    assert json.loads((out / "recipe.json").read_text())["pre_samples"] == 10
 
 
 def test_missing_data_dir_is_reported(tmp_path, capsys):

@@ -128,6 +128,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--synth-arg", action="append", default=[], metavar="FLAG=VALUE",
                         help="another quantize synth flag for every cohort, e.g. --synth-arg=--hold-height=0.44 "
                              "(repeatable; recorded with each run)")
+    parser.add_argument("--train-arg", action="append", default=[], metavar="FLAG=VALUE",
+                        help="another quantize train flag for every run, e.g. --train-arg=--margins=750,750 "
+                             "(repeatable; the run's config.json records what it changes)")
     parser.add_argument("--keep-data", action="store_true",
                         help="keep each simulated cohort after its run (default: delete it once trained; the same seed rebuilds it)")
     parser.add_argument("--summary-only", action="store_true", help="only rebuild the tables from finished runs")
@@ -136,8 +139,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="other calibration folders whose finished runs the plot shows too")
 
 
-def split_synth_args(values: Sequence[str]) -> List[str]:
-    """``--synth-arg`` values (``--flag=value`` or ``--flag``) as a ``quantize synth`` argument list.
+def split_synth_args(values: Sequence[str], option: str = "--synth-arg") -> List[str]:
+    """``--synth-arg`` / ``--train-arg`` values (``--flag=value`` or ``--flag``) as an argument list.
 
     Raises:
         ConfigError: If a value is not a long flag.
@@ -145,7 +148,7 @@ def split_synth_args(values: Sequence[str]) -> List[str]:
     out: List[str] = []
     for value in values:
         if not value.startswith("--") or value == "--":
-            raise ConfigError(f"--synth-arg {value!r}: expected a quantize synth flag like --hold-height=0.44")
+            raise ConfigError(f"{option} {value!r}: expected a flag of the child command, like --hold-height=0.44")
         out.extend(value.split("=", 1))
     return out
 
@@ -192,11 +195,11 @@ def synthesize(data_dir: Path, kappa: float, seed: int, workers: int, origins: O
     return seconds
 
 
-def train(data_dir: Path, run_dir: Path, seed: int, epochs: int, model: str) -> float:
-    """Train one model on ``data_dir`` into ``run_dir``; return wall seconds."""
+def train(data_dir: Path, run_dir: Path, seed: int, epochs: int, model: str, extra_args: Sequence[str] = ()) -> float:
+    """Train one model on ``data_dir`` into ``run_dir``; return wall seconds (``extra_args``: more train flags)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "quantize", "train", "--data", str(data_dir), "--model", model, "--split", "random",
-           "--seed", str(seed), "--out", str(run_dir), "--epochs", str(epochs), "--quiet"]
+           "--seed", str(seed), "--out", str(run_dir), "--epochs", str(epochs), "--quiet", *extra_args]
     return run_child(cmd, run_dir.parent / f"{run_dir.name}.train.log", f"train {run_dir.name}")
 
 
@@ -394,13 +397,13 @@ def plot_runs(rows: Sequence[Dict[str, object]], path: Path) -> Path:
 
 def calibrate(kappas: Sequence[float], seeds: Sequence[int], epochs: int, out: Path, model: str = "proposed",
               synth_workers: int = 1, keep_data: bool = False, summary_only: bool = False,
-              origins: Optional[str] = None, synth_args: Sequence[str] = ()) -> str:
+              origins: Optional[str] = None, synth_args: Sequence[str] = (), train_args: Sequence[str] = ()) -> str:
     """Run (or resume) every (kappa, seed) and write the tables; return the markdown table.
 
     ``origins`` is passed to ``quantize synth --origins`` (None: the generator's default) and
     recorded per run; keep one origins mode per ``out`` folder. ``synth_args`` are further
     ``quantize synth`` flags for every cohort (recorded in each ``synth_done.json``; keep one
-    set per ``out`` folder).
+    set per ``out`` folder). ``train_args`` likewise go to every ``quantize train``.
     """
     out = Path(out)
     (out / "data").mkdir(parents=True, exist_ok=True)
@@ -425,7 +428,7 @@ def calibrate(kappas: Sequence[float], seeds: Sequence[int], epochs: int, out: P
             synth_s = synthesize(data_dir, kappa, seed, synth_workers, origins, synth_args)
             print(f"[{i}/{total}] kappa {kappa:g} seed {seed}: cohort ready ({synth_s:.0f} s); training {model} "
                   f"(<= {epochs} epochs) ...", file=sys.stderr, flush=True)
-            train_s = train(data_dir, run_dir, seed, epochs, model)
+            train_s = train(data_dir, run_dir, seed, epochs, model, train_args)
             timing_path.write_text(json.dumps({"synth_seconds": round(synth_s, 1),
                                                "train_seconds": round(train_s, 1), "origins": origins or ""}) + "\n")
             row = read_run(run_dir, kappa, seed, synth_s, train_s, origins or "")
@@ -457,7 +460,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--kappas: {k:g} is out of range; expected 0 to 5 (the generator's difficulty range)")
     md = calibrate(kappas, seeds, args.epochs, args.out, model=args.model, synth_workers=args.synth_workers,
                    keep_data=args.keep_data, summary_only=args.summary_only, origins=args.origins,
-                   synth_args=split_synth_args(args.synth_arg))
+                   synth_args=split_synth_args(args.synth_arg), train_args=split_synth_args(args.train_arg, "--train-arg"))
     if args.plot is not None:
         rows = json.loads((Path(args.out) / "calib_cnn.json").read_text())["runs"]
         for other in (d.strip() for d in args.plot_with.split(",") if d.strip()):
