@@ -45,6 +45,9 @@ from edge.errors import ConfigError
 from edge.layout import CHANNELS, CLASS_NAMES, SENSORS, predicted_class
 from edge.signal_path import DEFAULT_POST_SAMPLES, DEFAULT_PRE_SAMPLES, WINDOW_SAMPLES
 
+#: Samples kept before / after each lift's markers unless ``--margins`` says otherwise (the hub's).
+DEFAULT_MARGINS: Tuple[int, int] = (DEFAULT_PRE_SAMPLES, DEFAULT_POST_SAMPLES)
+
 HELP = "train one model (proposed, cnn_lstm, maxpool, cnn, mlp) and write a run folder with metrics, plots and report.md"
 
 #: std written into the recipe for channels of sensors left out with --sensors.
@@ -162,7 +165,7 @@ def parse_margins(text: str) -> Tuple[int, int]:
     return pre, post
 
 
-def load(data_dir: Path, skip_bad: bool = False, margins: Optional[Tuple[int, int]] = None):
+def load(data_dir: Path, skip_bad: bool = False, margins: Tuple[int, int] = DEFAULT_MARGINS):
     """Load cut lift windows through :func:`quantize.data.load_windows`.
 
     ``margins`` = (pre, post) samples kept around each lift (default the recipe's 50, 50).
@@ -170,7 +173,7 @@ def load(data_dir: Path, skip_bad: bool = False, margins: Optional[Tuple[int, in
     from .data import load_windows
 
     t0 = time.perf_counter()
-    pre, post = margins if margins is not None else (DEFAULT_PRE_SAMPLES, DEFAULT_POST_SAMPLES)
+    pre, post = margins
     lw = load_windows(Path(data_dir), skip_bad=skip_bad, pre_samples=pre, post_samples=post)
     log(f"loaded {len(lw.windows)} trials from {data_dir} ({time.perf_counter() - t0:.1f} s)")
     return lw
@@ -185,14 +188,14 @@ def make_run_split(lw, kind: str, seed: int, fold: int = 0, n_folds: Optional[in
 
 
 def prepare(lw, split, sensors: Sequence[str] = SENSORS, progress: bool = True,
-            margins: Optional[Tuple[int, int]] = None) -> Prepared:
+            margins: Tuple[int, int] = DEFAULT_MARGINS) -> Prepared:
     """Fit the recipe on the training windows and tensorize both sides.
 
     ``margins`` (pre, post) are recorded in the recipe, so the hub cuts lifts as ``lw`` was cut.
     """
     from .data import fit_recipe, make_tensors
 
-    pre, post = margins if margins is not None else (DEFAULT_PRE_SAMPLES, DEFAULT_POST_SAMPLES)
+    pre, post = margins
     train_w = [lw.windows[i] for i in split.train_index]
     test_w = [lw.windows[i] for i in split.test_index]
     recipe = mask_recipe(fit_recipe(train_w, pre_samples=pre, post_samples=post), sensors)
@@ -285,7 +288,7 @@ def train_run(data: Path, model_name: str, split_kind: str, seed: int, out: Path
               epochs: int = DEFAULT_EPOCHS, sensors: Sequence[str] = SENSORS, fold: int = 0,
               n_folds: Optional[int] = None, batch_size: int = DEFAULT_BATCH, l2: Optional[float] = None,
               dropout: Optional[float] = None, learning_rate: Optional[float] = None, skip_bad: bool = False,
-              quiet: bool = False, windows=None, margins: Optional[Tuple[int, int]] = None) -> dict:
+              quiet: bool = False, windows=None, margins: Tuple[int, int] = DEFAULT_MARGINS) -> dict:
     """Train one model and write the run folder; return its metrics dict.
 
     Args:

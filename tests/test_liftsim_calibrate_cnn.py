@@ -147,7 +147,7 @@ def test_synth_args_reach_the_synth_child_and_are_recorded(tmp_path, monkeypatch
     parser = argparse.ArgumentParser()
     cc.add_arguments(parser)
     args = parser.parse_args(["--synth-arg=--hold-height=0.44", "--synth-arg=--step-scale=2"])
-    extra = cc.split_synth_args(args.synth_arg)
+    extra = cc.split_child_flags(args.synth_arg, "--synth-arg")
     cc.synthesize(tmp_path / "k2_s0", 2.0, 0, 1, "paper", extra)
     (cmd,) = seen
     assert cmd[-4:] == ["--hold-height", "0.44", "--step-scale", "2"]
@@ -158,12 +158,12 @@ def test_train_args_reach_the_train_child(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(cc, "run_child", lambda cmd, log, what: seen.append(list(cmd)) or 1.0)
     cc.train(tmp_path / "data", tmp_path / "runs" / "k2_s0", 0, 40, "proposed",
-             cc.split_synth_args(["--margins=750,750"], "--train-arg"))
+             cc.split_child_flags(["--margins=750,750"], "--train-arg"))
     (cmd,) = seen
     assert cmd[cmd.index("train") - 2:cmd.index("train") + 1] == ["-m", "quantize", "train"]
     assert cmd[-2:] == ["--margins", "750,750"]
     with pytest.raises(ConfigError, match="--train-arg 'margins=1,1'"):
-        cc.split_synth_args(["margins=1,1"], "--train-arg")
+        cc.split_child_flags(["margins=1,1"], "--train-arg")
 
 
 def test_a_synth_arg_that_is_not_a_flag_is_refused(tmp_path, capsys):

@@ -139,7 +139,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="other calibration folders whose finished runs the plot shows too")
 
 
-def split_synth_args(values: Sequence[str], option: str = "--synth-arg") -> List[str]:
+def split_child_flags(values: Sequence[str], option: str) -> List[str]:
     """``--synth-arg`` / ``--train-arg`` values (``--flag=value`` or ``--flag``) as an argument list.
 
     Raises:
@@ -277,8 +277,10 @@ def summarize(rows: Sequence[Dict[str, object]], wanted_seeds: Optional[Sequence
         rec = {c: _mean([float(r[f"recall_{c}"]) for r in sel]) for c in CLASSES}
         ordered = rec["low"] < rec["medium"] <= rec["high"]
         gaps = [float(r["recall_medium"]) - float(r["recall_low"]) for r in sel]
-        gap_se = (math.sqrt(sum((g - _mean(gaps)) ** 2 for g in gaps) / (len(gaps) - 1) / len(gaps))
+        gap_mean = _mean(gaps)
+        gap_se = (math.sqrt(sum((g - gap_mean) ** 2 for g in gaps) / (len(gaps) - 1) / len(gaps))
                   if len(gaps) > 1 else None)
+        firm = bool(ordered and gap_se is not None and gap_mean > FIRM_SE * gap_se)
         mean_acc = _mean(accs)
         seeds = sorted(int(r["seed"]) for r in sel)
         missing = sorted(set(wanted_seeds or []) - set(seeds))
@@ -288,10 +290,9 @@ def summarize(rows: Sequence[Dict[str, object]], wanted_seeds: Optional[Sequence
                     "test_acc_last5_mean": (_mean([float(r["test_acc_last5_mean"]) for r in sel])
                                             if all(r.get("test_acc_last5_mean", "") != "" for r in sel) else None),
                     **{f"recall_{c}": rec[c] for c in CLASSES}, "recall_ordered": ordered,
-                    "gap_mean": _mean(gaps), "gap_se": gap_se, "gap_positive": sum(g > 0 for g in gaps),
-                    "ordered_firmly": bool(ordered and gap_se is not None and _mean(gaps) > FIRM_SE * gap_se),
-                    "accepted": bool(ACCURACY_BAND[0] <= mean_acc <= ACCURACY_BAND[1] and ordered and len(sel) >= 5
-                                     and gap_se is not None and _mean(gaps) > FIRM_SE * gap_se),
+                    "gap_mean": gap_mean, "gap_se": gap_se, "gap_positive": sum(g > 0 for g in gaps),
+                    "ordered_firmly": firm,
+                    "accepted": bool(ACCURACY_BAND[0] <= mean_acc <= ACCURACY_BAND[1] and firm and len(sel) >= 5),
                     "train_seconds_mean": _mean([float(r["train_seconds"] or 0) for r in sel])})
     return out
 
@@ -460,7 +461,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--kappas: {k:g} is out of range; expected 0 to 5 (the generator's difficulty range)")
     md = calibrate(kappas, seeds, args.epochs, args.out, model=args.model, synth_workers=args.synth_workers,
                    keep_data=args.keep_data, summary_only=args.summary_only, origins=args.origins,
-                   synth_args=split_synth_args(args.synth_arg), train_args=split_synth_args(args.train_arg, "--train-arg"))
+                   synth_args=split_child_flags(args.synth_arg, "--synth-arg"), train_args=split_child_flags(args.train_arg, "--train-arg"))
     if args.plot is not None:
         rows = json.loads((Path(args.out) / "calib_cnn.json").read_text())["runs"]
         for other in (d.strip() for d in args.plot_with.split(",") if d.strip()):
