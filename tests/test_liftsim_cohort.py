@@ -151,6 +151,22 @@ def test_hold_height_moves_the_destination_and_is_checked():
         SimOptions(hold_height=0.2)
 
 
+def test_squat_scale_narrows_the_squat_index_without_moving_other_draws():
+    wide = make_cohort(10, seed=3, options=SimOptions())
+    spec = make_cohort(10, seed=3, options=SimOptions(squat_scale=0.4))
+    none = make_cohort(10, seed=3, options=SimOptions(squat_scale=0.0))
+    assert [s.style.squat_index for s in none] == [0.5] * 10
+    dev_wide = np.abs(np.array([s.style.squat_index for s in wide]) - 0.5)
+    dev_spec = np.abs(np.array([s.style.squat_index for s in spec]) - 0.5)
+    assert np.all(dev_spec <= dev_wide + 1e-12) and dev_spec.max() < dev_wide.max()
+    # only the squat index changes: every other draw of the subject stays where it was
+    for a, b in zip(wide, spec):
+        assert (a.stature, a.mass, a.foot_offset, a.pronation, a.style.w_t) == (b.stature, b.mass, b.foot_offset,
+                                                                                b.pronation, b.style.w_t)
+    with pytest.raises(ConfigError, match="squat_scale=5 .*expected 0 to 4"):
+        SimOptions(squat_scale=5)
+
+
 @pytest.mark.parametrize("protocol", ["P1", "P2", "P3"])
 def test_protocols_order_their_events(protocol):
     s = make_cohort(1, seed=0)[0]

@@ -44,6 +44,9 @@ def add_options_arguments(parser: argparse.ArgumentParser) -> None:
                         help="no transients, heel strikes, tremor or soft-tissue motion")
     parser.add_argument("--step-scale", type=float, default=d.step_scale,
                         help=f"multiplier on the propensity to step toward far loads (default {d.step_scale:g})")
+    parser.add_argument("--squat-scale", type=float, default=d.squat_scale,
+                        help=f"multiplier on the squat-index spreads, on top of kappa (default {d.squat_scale:g}; "
+                             f"1/kappa keeps the spec's)")
     parser.add_argument("--hold-spread", type=float, default=d.hold_spread,
                         help=f"SD of the destination height as a fraction of stature (default {d.hold_spread:g}: "
                              f"the spec's fixed 0.55 H)")
@@ -68,6 +71,7 @@ def options_from_args(args: argparse.Namespace):
                       dropout_mean_ms=args.dropout_mean_ms, clock_offset_ms=args.clock_offset_ms,
                       mount_error_scale=args.mount_error_scale, sensor_errors=not args.no_sensor_errors,
                       artefacts=not args.no_artefacts, midpoints=args.midpoints, step_scale=args.step_scale,
+                      squat_scale=args.squat_scale,
                       hold_spread=args.hold_spread, hold_height=args.hold_height, protocol=args.protocol,
                       origins=args.origins)
 

@@ -41,6 +41,9 @@ class SimOptions:
         atypical_share: Share of atypical trials (kneeling or pure stoop).
         step_scale: Multiplier on each subject's propensity to step toward
             extended-column loads (spec: 0.5 Beta(1, 3), mean 0.125).
+        squat_scale: Multiplier on the squat-index spreads (subject and trial,
+            on top of kappa); 1 scales them with kappa like every style spread,
+            ``1 / difficulty`` keeps the spec's Beta(2, 2) and N(0, 0.07).
         hold_spread: SD of the lift destination's height as a fraction of
             stature (spec: fixed at 0.55 H, i.e. 0); kept within 0.35-0.85 H.
         hold_height: Mean height of the destination grip (hold with P1/P3,
@@ -68,6 +71,7 @@ class SimOptions:
     midpoints: bool = False
     atypical_share: float = 0.03
     step_scale: float = 1.0
+    squat_scale: float = 1.0
     hold_spread: float = 0.0
     hold_height: Optional[float] = None
     protocol: str = "P1"
@@ -84,6 +88,7 @@ class SimOptions:
             ("mount_error_scale", self.mount_error_scale, 0.0, 10.0),
             ("atypical_share", self.atypical_share, 0.0, 1.0),
             ("step_scale", self.step_scale, 0.0, 8.0),
+            ("squat_scale", self.squat_scale, 0.0, 4.0),
             ("hold_spread", self.hold_spread, 0.0, 0.3),
         ]
         if self.hold_height is not None and not (0.35 <= float(self.hold_height) <= 0.85):

@@ -78,7 +78,7 @@ def make_subject(seed: int, index: int, options: SimOptions = SimOptions()) -> S
     Distributions (spec §2, §8; kappa = ``options.difficulty``):
     stature F N(164.5, 5) / M N(175.5, 5) cm; mass F N(76.4, 17) / M N(95, 17)
     kg clipped to [50, 140]; segment factors N(1, 0.03); squat index
-    0.5 + kappa (Beta(2, 2) - 0.5); rho 0.55 + kappa U(-0.1, 0.1); w_t LN(0, 0.3 kappa);
+    0.5 + kappa squat_scale (Beta(2, 2) - 0.5); rho 0.55 + kappa U(-0.1, 0.1); w_t LN(0, 0.3 kappa);
     elbow preference N(15, 8 kappa) deg; pronation N(60, 15 kappa) deg; foot
     offset N(0, 4 kappa) cm; step propensity min(1, kappa step_scale 0.5 Beta(1, 3));
     speed LN(0, 0.15); tremor N(8, 1) Hz clipped to [6, 11] (postural hand tremor peaks
@@ -96,7 +96,7 @@ def make_subject(seed: int, index: int, options: SimOptions = SimOptions()) -> S
     factors = {name: float(rng.normal(1.0, 0.03)) for name in SEGMENT_FRACTIONS}
     dims = BodyDims.from_stature(stature, factors)
     style = Style(
-        squat_index=float(np.clip(0.5 + k * (rng.beta(2, 2) - 0.5), 0.0, 1.0)),
+        squat_index=float(np.clip(0.5 + k * options.squat_scale * (rng.beta(2, 2) - 0.5), 0.0, 1.0)),
         rho=float(0.55 + k * rng.uniform(-0.1, 0.1)),
         w_t=float(rng.lognormal(0.0, 0.3 * k)),
         theta_e_pref=float(rng.normal(15.0, 8.0 * k) * _D),

@@ -138,7 +138,7 @@ def plan_lift(subject: Subject, zone: int, rng: np.random.Generator, options: Si
     target_z = max(0.02, v + dv)
     style = subject.style
     if not options.midpoints:
-        style = dataclasses.replace(style, squat_index=float(np.clip(style.squat_index + rng.normal(0, 0.07 * k), 0, 1)))
+        style = dataclasses.replace(style, squat_index=float(np.clip(style.squat_index + rng.normal(0, 0.07 * k * options.squat_scale), 0, 1)))
     atypical = ""
     if not options.midpoints and rng.random() < options.atypical_share:
         atypical = "kneel" if (row >= 2 and rng.random() < 0.5) else "stoop"
