@@ -167,6 +167,25 @@ def test_squat_scale_narrows_the_squat_index_without_moving_other_draws():
         SimOptions(squat_scale=5)
 
 
+def test_trunk_mount_scale_changes_only_the_trunk_and_thigh_mounts():
+    from edge.layout import SENSORS
+    from quantize.liftsim.sensors import draw_hardware_errors
+
+    same = draw_hardware_errors(np.random.default_rng(5), SimOptions())
+    base = draw_hardware_errors(np.random.default_rng(5), SimOptions(trunk_mount_scale=1.0))
+    firm = draw_hardware_errors(np.random.default_rng(5), SimOptions(trunk_mount_scale=0.0))
+    assert np.array_equal(same.mount_rotation, base.mount_rotation)
+    for i, name in enumerate(SENSORS):
+        if name in ("Back", "Side", "Thig"):
+            assert firm.mount_shift[i] == 0.0 and np.allclose(firm.mount_rotation[i], np.eye(3))
+            assert base.mount_shift[i] != 0.0
+        else:
+            assert firm.mount_shift[i] == base.mount_shift[i]
+            assert np.array_equal(firm.mount_rotation[i], base.mount_rotation[i])
+    with pytest.raises(ConfigError, match="trunk_mount_scale=-1 .*expected 0 to 10"):
+        SimOptions(trunk_mount_scale=-1)
+
+
 @pytest.mark.parametrize("protocol", ["P1", "P2", "P3"])
 def test_protocols_order_their_events(protocol):
     s = make_cohort(1, seed=0)[0]

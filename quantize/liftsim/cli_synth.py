@@ -38,6 +38,9 @@ def add_options_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"SD of each sensor's clock offset, ms (default {d.clock_offset_ms:g})")
     parser.add_argument("--mount-error-scale", type=float, default=d.mount_error_scale,
                         help=f"multiplier on mounting rotation/position errors (default {d.mount_error_scale:g})")
+    parser.add_argument("--trunk-mount-scale", type=float, default=d.trunk_mount_scale,
+                        help=f"further multiplier on the Back, Side and Thig mounting errors; wrist and upper-arm "
+                             f"straps keep --mount-error-scale (default {d.trunk_mount_scale:g})")
     parser.add_argument("--no-sensor-errors", action="store_true",
                         help="ideal sensors: no bias, scale, cross-axis, noise or quantisation")
     parser.add_argument("--no-artefacts", action="store_true",
@@ -69,7 +72,8 @@ def options_from_args(args: argparse.Namespace):
     return SimOptions(difficulty=args.difficulty, origin_spread=args.origin_spread,
                       left_handed_share=args.left_handed_share, dropout_rate=args.dropout_rate,
                       dropout_mean_ms=args.dropout_mean_ms, clock_offset_ms=args.clock_offset_ms,
-                      mount_error_scale=args.mount_error_scale, sensor_errors=not args.no_sensor_errors,
+                      mount_error_scale=args.mount_error_scale, trunk_mount_scale=args.trunk_mount_scale,
+                      sensor_errors=not args.no_sensor_errors,
                       artefacts=not args.no_artefacts, midpoints=args.midpoints, step_scale=args.step_scale,
                       squat_scale=args.squat_scale,
                       hold_spread=args.hold_spread, hold_height=args.hold_height, protocol=args.protocol,

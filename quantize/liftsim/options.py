@@ -34,6 +34,9 @@ class SimOptions:
         clock_offset_ms: Standard deviation of each sensor's clock offset.
         mount_error_scale: Multiplier on the mounting rotation and position
             errors (on top of kappa); 0 mounts every sensor perfectly.
+        trunk_mount_scale: Further multiplier on the mounting errors of the
+            trunk and thigh sensors (Back, Side, Thig; the wrist and upper-arm
+            straps keep ``mount_error_scale``); 1 treats all six alike.
         sensor_errors: Bias, scale, cross-axis, white noise and quantisation on.
         artefacts: Band energy on: grasp/lift-off/place transients, heel
             strikes, tremor and soft-tissue motion.
@@ -66,6 +69,7 @@ class SimOptions:
     dropout_mean_ms: float = 40.0
     clock_offset_ms: float = 20.0
     mount_error_scale: float = 1.0
+    trunk_mount_scale: float = 1.0
     sensor_errors: bool = True
     artefacts: bool = True
     midpoints: bool = False
@@ -86,6 +90,7 @@ class SimOptions:
             ("dropout_mean_ms", self.dropout_mean_ms, 0.0, 600_000.0),
             ("clock_offset_ms", self.clock_offset_ms, 0.0, 1000.0),
             ("mount_error_scale", self.mount_error_scale, 0.0, 10.0),
+            ("trunk_mount_scale", self.trunk_mount_scale, 0.0, 10.0),
             ("atypical_share", self.atypical_share, 0.0, 1.0),
             ("step_scale", self.step_scale, 0.0, 8.0),
             ("squat_scale", self.squat_scale, 0.0, 4.0),

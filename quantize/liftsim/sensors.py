@@ -132,7 +132,9 @@ def draw_hardware_errors(rng: np.random.Generator, options: SimOptions) -> Hardw
     accel_bias = on * rng.normal(0.0, 0.040, (n, 3))
     gyro_matrix = affine(0.01, 0.01)
     gyro_bias = on * rng.normal(0.0, 1.0, (n, 3))
-    m = options.mount_error_scale * options.difficulty
+    trunk = np.array([s in ("Back", "Side", "Thig") for s in SENSORS])
+    # per sensor; an array scale draws the same normals as the former scalar one
+    m = options.mount_error_scale * options.difficulty * np.where(trunk, options.trunk_mount_scale, 1.0)
     d = np.pi / 180.0
     rx = rng.normal(0.0, 5.0 * d * m, n)
     ry = rng.normal(0.0, 5.0 * d * m, n)
