@@ -101,6 +101,26 @@ def test_resume_reads_finished_runs_without_running_anything(tmp_path, capsys):
     assert md.splitlines()[2].endswith("| 0.850 |")  # last-5-epoch column, mean over the two runs
 
 
+def test_zone_errors_pool_each_runs_predictions(tmp_path):
+    out = tmp_path / "calib"
+    for seed, calls in ((0, ("low", "medium", "high", "high")), (1, ("medium", "medium", "high", "low"))):
+        run = out / "runs" / f"k2_s{seed}"
+        fake_run(run, 0.9, (0.7, 0.8, 0.95))
+        ids = ("S01_Z4_R1", "S01_Z9_R2", "S02_Z9_R3", "S02_Z12_R1")
+        (run / "predictions.csv").write_text("trial_id,subject,true,predicted\n" + "".join(
+            f"{t},{t[:3]},x,{c}\n" for t, c in zip(ids, calls)))
+    (out / "runs" / "k3_s0").mkdir(parents=True)
+    fake_run(out / "runs" / "k3_s0", 0.9, (0.7, 0.8, 0.95))  # no predictions.csv: left out, no error
+    md = cc.calibrate([2.0, 3.0], [0, 1], epochs=40, out=out, summary_only=True)
+    errors = cc.zone_errors(json.loads((out / "calib_cnn.json").read_text())["runs"])
+    assert errors == {2.0: {4: {"n": 2, "low": 1, "medium": 1, "high": 0},
+                            9: {"n": 4, "low": 0, "medium": 2, "high": 2},
+                            12: {"n": 2, "low": 1, "medium": 0, "high": 1}}}
+    assert "| 2 | 9 | medium | 4 | 0 / 2 / 2 | 0.50 |" in md
+    assert "| 2 | 4 | low | 2 | 1 / 1 / 0 | 0.50 |" in md and "| 3 |" not in md.split("Where the errors")[1]
+    assert json.loads((out / "calib_cnn.json").read_text())["zone_errors"]["2"]["9"]["high"] == 2
+
+
 def test_broken_metrics_file_is_named(tmp_path):
     run_dir = tmp_path / "runs" / "k1_s0"
     run_dir.mkdir(parents=True)

@@ -17,7 +17,9 @@ medium - low recall gap (mean +- standard error, seeds with it positive), and
 whether the kappa is accepted: mean accuracy in [0.85, 0.93], mean recalls
 ordered, and the low < medium ordering firm - its mean gap more than
 :data:`FIRM_SE` standard errors above zero - over at least 5 seeds. The proxy
-calibration (:mod:`quantize.liftsim.calibrate`) checks only the means).
+calibration (:mod:`quantize.liftsim.calibrate`) checks only the means), followed
+by where the errors are: per kappa and zone, the test trials pooled over seeds
+and what the runs called them (from each run's ``predictions.csv``).
 
 Both steps run as child processes of the ordinary ``quantize`` command line,
 so each run is exactly what a user would type, TensorFlow's memory is returned
@@ -42,6 +44,7 @@ import argparse
 import csv
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -325,6 +328,56 @@ def summary_markdown(summary: Sequence[Dict[str, object]], epochs: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Zone in a simulated trial id (``S01_Z10_R4``, as ``quantize synth`` names trials).
+_ZONE_IN_ID = re.compile(r"_Z(\d+)_")
+
+
+def zone_errors(rows: Sequence[Dict[str, object]]) -> Dict[float, Dict[int, Dict[str, int]]]:
+    """Per kappa and ACGIH zone, test trials pooled over seeds and what they were called.
+
+    Reads every run's ``predictions.csv`` (columns ``trial_id``, ``predicted``); runs
+    without one, and trial ids without a zone, are left out.
+
+    Returns:
+        ``{kappa: {zone: {"n": trials, "low": ..., "medium": ..., "high": ...}}}``.
+    """
+    out: Dict[float, Dict[int, Dict[str, int]]] = {}
+    for r in rows:
+        path = Path(str(r.get("run", ""))) / "predictions.csv"
+        try:
+            with open(path, newline="") as fh:
+                preds = list(csv.DictReader(fh))
+        except OSError:
+            continue
+        zones = out.setdefault(float(r["kappa"]), {})
+        for p in preds:
+            m = _ZONE_IN_ID.search(p.get("trial_id", ""))
+            if m is None or p.get("predicted") not in CLASSES:
+                continue
+            cell = zones.setdefault(int(m.group(1)), {"n": 0, **{c: 0 for c in CLASSES}})
+            cell["n"] += 1
+            cell[p["predicted"]] += 1
+    return out
+
+
+def zone_errors_markdown(errors: Dict[float, Dict[int, Dict[str, int]]]) -> str:
+    """One row per kappa and zone: true class, test trials, called low / medium / high, share right."""
+    from edge.layout import risk_of_zone
+
+    if not errors:
+        return ""
+    lines = ["Where the errors are (test trials pooled over the seeds above, from each run's predictions.csv):", "",
+             "| kappa | zone | true class | test trials | called low / medium / high | right |",
+             "|---|---|---|---|---|---|"]
+    for kappa in sorted(errors):
+        for zone in sorted(errors[kappa]):
+            c = errors[kappa][zone]
+            true = risk_of_zone(zone)
+            lines.append(f"| {kappa:g} | {zone} | {true} | {c['n']} | {c['low']} / {c['medium']} / {c['high']} | "
+                         f"{c[true] / c['n']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_tables(out: Path, rows: Sequence[Dict[str, object]], wanted_seeds: Sequence[int], epochs: int) -> str:
     """Write ``calib_cnn.csv`` and ``calib_cnn.md`` under ``out``; return the markdown."""
     rows = sorted(rows, key=lambda r: (float(r["kappa"]), int(r["seed"])))
@@ -334,8 +387,12 @@ def write_tables(out: Path, rows: Sequence[Dict[str, object]], wanted_seeds: Seq
         for r in rows:
             writer.writerow({k: r.get(k, "") for k in CSV_FIELDS})
     md = summary_markdown(summarize(rows, wanted_seeds), epochs) if rows else "no finished runs\n"
+    by_zone = zone_errors(rows)
+    if by_zone:
+        md += "\n" + zone_errors_markdown(by_zone)
     (out / "calib_cnn.md").write_text(md)
     (out / "calib_cnn.json").write_text(json.dumps({"summary": summarize(rows, wanted_seeds) if rows else [],
+                                                    "zone_errors": {f"{k:g}": v for k, v in by_zone.items()},
                                                     "runs": rows}, indent=1) + "\n")
     return md
 
