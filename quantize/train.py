@@ -263,14 +263,14 @@ def predict(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
 
 
-def write_predictions(path: Path, trial_ids: Sequence[str], subjects: Sequence[str],
+def write_predictions(path: Path, trial_ids: Sequence[str], subjects: Sequence[str], zones: Sequence[int],
                       y_true: np.ndarray, probs: np.ndarray) -> None:
-    """``predictions.csv``: trial_id, subject, true, predicted, p_low, p_medium, p_high."""
+    """``predictions.csv``: trial_id, subject, zone, true, predicted, p_low, p_medium, p_high."""
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["trial_id", "subject", "true", "predicted"] + [f"p_{c}" for c in CLASS_NAMES])
-        for tid, subj, t, p in zip(trial_ids, subjects, y_true, probs):
-            w.writerow([tid, subj, CLASS_NAMES[int(t)], CLASS_NAMES[predicted_class(p)]]
+        w.writerow(["trial_id", "subject", "zone", "true", "predicted"] + [f"p_{c}" for c in CLASS_NAMES])
+        for tid, subj, zone, t, p in zip(trial_ids, subjects, zones, y_true, probs):
+            w.writerow([tid, subj, int(zone), CLASS_NAMES[int(t)], CLASS_NAMES[predicted_class(p)]]
                        + [f"{v:.6f}" for v in p])
 
 
@@ -370,7 +370,8 @@ def save_run(out: Path, model, prep: Prepared, metrics: dict, history: dict, pro
     (out / "history.json").write_text(json.dumps(history, indent=1) + "\n")
     (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
     subjects = np.asarray(lw.subjects)
-    write_predictions(out / "predictions.csv", prep.split.test, subjects[prep.split.test_index], prep.y_test, probs)
+    write_predictions(out / "predictions.csv", prep.split.test, subjects[prep.split.test_index],
+                      np.asarray(lw.zones)[prep.split.test_index], prep.y_test, probs)
     name = config["model"]
     plot_history(history, out / "training_curves.png", f"{name}, {config['split']} split, seed {config['seed']}")
     plot_confusion(np.asarray(metrics["confusion"]), out / "confusion.png",

@@ -109,14 +109,17 @@ def test_zone_errors_pool_each_runs_predictions(tmp_path):
         ids = ("S01_Z4_R1", "S01_Z9_R2", "S02_Z9_R3", "S02_Z12_R1")
         (run / "predictions.csv").write_text("trial_id,subject,true,predicted\n" + "".join(
             f"{t},{t[:3]},x,{c}\n" for t, c in zip(ids, calls)))
+    run = out / "runs" / "k2_s2"  # written with the zone column: its trial ids need not name the zone
+    fake_run(run, 0.9, (0.7, 0.8, 0.95))
+    (run / "predictions.csv").write_text("trial_id,subject,zone,true,predicted\nSubject_01_P1_T3,S01,9,medium,low\n")
     (out / "runs" / "k3_s0").mkdir(parents=True)
     fake_run(out / "runs" / "k3_s0", 0.9, (0.7, 0.8, 0.95))  # no predictions.csv: left out, no error
-    md = cc.calibrate([2.0, 3.0], [0, 1], epochs=40, out=out, summary_only=True)
+    md = cc.calibrate([2.0, 3.0], [0, 1, 2], epochs=40, out=out, summary_only=True)
     errors = cc.zone_errors(json.loads((out / "calib_cnn.json").read_text())["runs"])
     assert errors == {2.0: {4: {"n": 2, "low": 1, "medium": 1, "high": 0},
-                            9: {"n": 4, "low": 0, "medium": 2, "high": 2},
+                            9: {"n": 5, "low": 1, "medium": 2, "high": 2},
                             12: {"n": 2, "low": 1, "medium": 0, "high": 1}}}
-    assert "| 2 | 9 | medium | 4 | 0 / 2 / 2 | 0.50 |" in md
+    assert "| 2 | 9 | medium | 5 | 1 / 2 / 2 | 0.40 |" in md
     assert "| 2 | 4 | low | 2 | 1 / 1 / 0 | 0.50 |" in md and "| 3 |" not in md.split("Where the errors")[1]
     assert json.loads((out / "calib_cnn.json").read_text())["zone_errors"]["2"]["9"]["high"] == 2
 

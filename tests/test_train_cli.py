@@ -83,6 +83,7 @@ def test_reloaded_run_reproduces_its_predictions(proposed_run, tiny_data):
     with open(proposed_run / "predictions.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["trial_id"] for r in rows] == split["test"]
+    assert [int(r["zone"]) for r in rows] == [int(z) for z in lw.zones]
     saved = np.array([[float(r["p_low"]), float(r["p_medium"]), float(r["p_high"])] for r in rows])
     assert np.allclose(probs, saved, atol=2e-6)
     metrics = json.loads((proposed_run / "metrics.json").read_text())

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from edge.errors import ConfigError, LiftGuardError
+from edge.layout import risk_of_zone
 
 HELP = "recalibrate the simulator's difficulty with the paper's proposed CNN (synth + train per kappa and seed)"
 
@@ -328,15 +329,24 @@ def summary_markdown(summary: Sequence[Dict[str, object]], epochs: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: Zone in a simulated trial id (``S01_Z10_R4``, as ``quantize synth`` names trials).
+#: Zone in a simulated trial id (``S01_Z10_R4``), for runs whose predictions.csv predates its zone column.
 _ZONE_IN_ID = re.compile(r"_Z(\d+)_")
+
+
+def _zone_of(prediction: Dict[str, str]) -> Optional[int]:
+    """The row's ``zone`` column, else the zone in its trial id, else None."""
+    if prediction.get("zone"):
+        return int(prediction["zone"])
+    m = _ZONE_IN_ID.search(prediction.get("trial_id", ""))
+    return int(m.group(1)) if m else None
 
 
 def zone_errors(rows: Sequence[Dict[str, object]]) -> Dict[float, Dict[int, Dict[str, int]]]:
     """Per kappa and ACGIH zone, test trials pooled over seeds and what they were called.
 
-    Reads every run's ``predictions.csv`` (columns ``trial_id``, ``predicted``); runs
-    without one, and trial ids without a zone, are left out.
+    Reads every run's ``predictions.csv`` (columns ``zone`` - or, in runs written before
+    that column, the zone in ``trial_id`` - and ``predicted``); runs without one, and rows
+    without a zone, are left out.
 
     Returns:
         ``{kappa: {zone: {"n": trials, "low": ..., "medium": ..., "high": ...}}}``.
@@ -351,10 +361,10 @@ def zone_errors(rows: Sequence[Dict[str, object]]) -> Dict[float, Dict[int, Dict
             continue
         zones = out.setdefault(float(r["kappa"]), {})
         for p in preds:
-            m = _ZONE_IN_ID.search(p.get("trial_id", ""))
-            if m is None or p.get("predicted") not in CLASSES:
+            zone = _zone_of(p)
+            if zone is None or p.get("predicted") not in CLASSES:
                 continue
-            cell = zones.setdefault(int(m.group(1)), {"n": 0, **{c: 0 for c in CLASSES}})
+            cell = zones.setdefault(zone, {"n": 0, **{c: 0 for c in CLASSES}})
             cell["n"] += 1
             cell[p["predicted"]] += 1
     return out
@@ -362,8 +372,6 @@ def zone_errors(rows: Sequence[Dict[str, object]]) -> Dict[float, Dict[int, Dict
 
 def zone_errors_markdown(errors: Dict[float, Dict[int, Dict[str, int]]]) -> str:
     """One row per kappa and zone: true class, test trials, called low / medium / high, share right."""
-    from edge.layout import risk_of_zone
-
     if not errors:
         return ""
     lines = ["Where the errors are (test trials pooled over the seeds above, from each run's predictions.csv):", "",
@@ -518,7 +526,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--kappas: {k:g} is out of range; expected 0 to 5 (the generator's difficulty range)")
     md = calibrate(kappas, seeds, args.epochs, args.out, model=args.model, synth_workers=args.synth_workers,
                    keep_data=args.keep_data, summary_only=args.summary_only, origins=args.origins,
-                   synth_args=split_child_flags(args.synth_arg, "--synth-arg"), train_args=split_child_flags(args.train_arg, "--train-arg"))
+                   synth_args=split_child_flags(args.synth_arg, "--synth-arg"),
+                   train_args=split_child_flags(args.train_arg, "--train-arg"))
     if args.plot is not None:
         rows = json.loads((Path(args.out) / "calib_cnn.json").read_text())["runs"]
         for other in (d.strip() for d in args.plot_with.split(",") if d.strip()):
