@@ -263,7 +263,8 @@ def run(args: argparse.Namespace) -> int:
                                 fold=int(config.get("fold", 0)), n_folds=config.get("n_folds"),
                                 batch_size=int(config.get("batch_size", 32)), l2=config.get("l2"),
                                 dropout=config.get("dropout"), learning_rate=config.get("learning_rate"),
-                                quiet=True, windows=lw)
+                                quiet=True, windows=lw,
+                                bn_statistics=config.get("bn_statistics", "moving"))
             rows.append((", ".join(sensors), metrics))
         best = max(rows[1:], key=lambda r: r[1]["rk"])
         lines = ["| sensors | accuracy | RK | low F | medium F | high F |", "|---|---|---|---|---|---|"]

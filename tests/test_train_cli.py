@@ -63,11 +63,13 @@ def test_run_folder_is_complete(proposed_run, capsys):
     assert held_out and all(t.split("_")[0] not in held_out for t in split["train"])
     history = json.loads((proposed_run / "history.json").read_text())
     assert len(history["loss"]) == 2
+    assert json.loads((proposed_run / "config.json").read_text())["bn_statistics"] == "train"
     # report.md links every PNG, and they exist
     report = (proposed_run / "report.md").read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
     assert set(links) == {"training_curves.png", "confusion.png", "swarm.png"}
     assert "0.906" in report  # the paper's accuracy stands beside ours
+    assert "batch-normalisation statistics exact over the training tensors" in report
     TensorRecipe.from_dict(json.loads((proposed_run / "recipe.json").read_text()))
 
 

@@ -96,3 +96,56 @@ def test_bad_model_arguments_are_clear(tmp_path):
     (tmp_path / "junk.keras").write_text("not a zip")
     with pytest.raises(ConfigError, match="cannot load as a Keras model"):
         load_model(tmp_path / "junk.keras")
+
+
+def test_batchnorm_statistics_are_set_exactly_from_the_training_tensors(tiny_batch):
+    """After fit(), the BN layer normalises the training tensors to mean 0 and variance 1 in inference."""
+    import keras
+
+    from quantize.train import fit
+
+    x, y_hot = tiny_batch
+    y = np.argmax(y_hot, axis=1)
+    model = build_model("proposed", seed=3)
+    result = fit(model, x, y, epochs=1, batch_size=3, seed=3, quiet=True)
+    assert result["bn_statistics"] == "train" and result["bn_layers"] == 1
+    bn = model.get_layer("bn")
+    gamma, beta = (np.asarray(w, dtype=np.float64) for w in bn.get_weights()[:2])
+    out = np.asarray(keras.Model(model.inputs, bn.output).predict(x, verbose=0), dtype=np.float64)
+    unit = (out - beta) / gamma  # the normalised input, before scale and shift
+    var_in = np.asarray(bn.get_weights()[3], dtype=np.float64)
+    live = var_in > 1e-6  # units the six tensors do not leave constant
+    assert live.sum() > 100
+    mean_in = np.asarray(bn.get_weights()[2], dtype=np.float64)
+    scale = np.sqrt(var_in + bn.epsilon)
+    assert np.allclose(unit.mean(axis=0) * scale, 0.0, atol=1e-5 + 1e-3 * np.abs(mean_in).max())
+    expected_var = var_in / (var_in + bn.epsilon)  # exactly 1 without BN's epsilon
+    assert np.allclose(unit.var(axis=0)[live], expected_var[live], rtol=2e-2, atol=1e-6)
+
+
+def test_moving_batchnorm_statistics_are_kept_when_asked(tiny_batch):
+    import keras
+
+    from quantize.train import fit
+
+    x, y_hot = tiny_batch
+    y = np.argmax(y_hot, axis=1)
+    model = build_model("proposed", seed=3)
+    result = fit(model, x, y, epochs=1, batch_size=3, seed=3, quiet=True, bn_statistics="moving")
+    assert result["bn_statistics"] == "moving" and result["bn_layers"] == 0
+    bn = model.get_layer("bn")
+    z = np.asarray(keras.Model(model.inputs, bn.input).predict(x, verbose=0), dtype=np.float64)
+    # two batches at momentum 0.99 leave the moving mean close to its zero start, far from the data's
+    assert not np.allclose(bn.get_weights()[2], z.mean(axis=0), atol=1e-3)
+
+
+def test_models_without_batchnorm_and_bad_mode(tiny_batch):
+    from quantize.train import fit, recompute_batchnorm_statistics
+
+    x, y_hot = tiny_batch
+    model = build_model("mlp", seed=0)
+    assert recompute_batchnorm_statistics(model, x) == 0
+    with pytest.raises(ConfigError, match="--bn-statistics 'exact'"):
+        fit(model, x, np.argmax(y_hot, axis=1), epochs=1, quiet=True, bn_statistics="exact")
+    with pytest.raises(ConfigError, match="at least one training tensor"):
+        recompute_batchnorm_statistics(build_model("proposed", seed=0), x[:0])
