@@ -41,6 +41,7 @@ DEFAULT_LRS = "1e-2,1e-3,1e-4"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``quantize sweep``."""
     from .models import MODEL_NAMES
+    from .train import add_bn_statistics_argument
 
     parser.add_argument("--data", required=True, type=Path, help="data set directory")
     parser.add_argument("--out", required=True, type=Path, help="study folder (resumes if it holds results.jsonl)")
@@ -57,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     parser.add_argument("--skip-bad", action="store_true", help="skip malformed trials")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    add_bn_statistics_argument(parser)
 
 
 def parse_floats(text: str, flag: str) -> List[float]:
@@ -237,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
             tag = f"[{k}/{total} {label(s)} seed {seed}] "
             model = M.build_model(args.model, l2=s["l2"], dropout=s["dropout"], learning_rate=s["lr"], seed=seed)
             res = fit(model, prep.x_train, prep.y_train, epochs=args.epochs, batch_size=args.batch_size,
-                      seed=seed, label=tag, quiet=args.quiet)
+                      seed=seed, label=tag, quiet=args.quiet, bn_statistics=args.bn_statistics)
             metrics = compute_metrics(prep.y_test, predict(model, prep.x_test).argmax(axis=1))
             row = {"setting": s, "seed": seed, "metrics": metrics, "epochs_run": res["epochs_run"],
                    "loss": res["history"]["loss"], "seconds": round(res["seconds"], 2)}

@@ -41,6 +41,7 @@ FIGURES = ("low_f1", "medium_f1", "high_f1", "accuracy", "rk")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``quantize table4``."""
     from .models import MODEL_NAMES
+    from .train import add_bn_statistics_argument
 
     parser.add_argument("--data", required=True, type=Path, help="data set directory")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (splits and weights) per split kind (default 3)")
@@ -53,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     parser.add_argument("--skip-bad", action="store_true", help="skip malformed trials")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    add_bn_statistics_argument(parser)
 
 
 def parse_list(text: str, allowed: Sequence[str], flag: str) -> List[str]:
@@ -248,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
             label = f"[{count}/{total} {split_kind} s{seed} {model_name}] "
             model = M.build_model(model_name, seed=seed)
             result = fit(model, prep.x_train, prep.y_train, epochs=args.epochs, batch_size=args.batch_size,
-                         seed=seed, label=label, quiet=args.quiet)
+                         seed=seed, label=label, quiet=args.quiet, bn_statistics=args.bn_statistics)
             probs = predict(model, prep.x_test)
             metrics = compute_metrics(prep.y_test, probs.argmax(axis=1))
             np.savez_compressed(out / "preds" / f"{split_kind}_s{seed}_{model_name}.npz", probs=probs,

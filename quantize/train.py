@@ -97,11 +97,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dropout", type=float, default=DEFAULT_DROPOUT, help=f"dropout rate (default {DEFAULT_DROPOUT:g})")
     parser.add_argument("--lr", type=float, default=DEFAULT_LEARNING_RATE,
                         help=f"Adam learning rate (default {DEFAULT_LEARNING_RATE:g})")
+    add_bn_statistics_argument(parser)
+    parser.add_argument("--skip-bad", action="store_true", help="skip trials that fail validation instead of stopping")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+
+
+def add_bn_statistics_argument(parser: argparse.ArgumentParser) -> None:
+    """``--bn-statistics`` for every command that trains (train, table4, sweep)."""
     parser.add_argument("--bn-statistics", default=DEFAULT_BN_STATISTICS, choices=BN_STATISTICS,
                         help="final batch-normalisation statistics: exact over the training tensors (train) or "
                              f"Keras' moving averages as the paper (moving) (default {DEFAULT_BN_STATISTICS})")
-    parser.add_argument("--skip-bad", action="store_true", help="skip trials that fail validation instead of stopping")
-    parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 
 
 def parse_sensors(text: Optional[str]) -> Tuple[str, ...]:
