@@ -218,3 +218,16 @@ def test_seed_ranges():
     assert cc.parse_seeds("0-2,5") == [0, 1, 2, 5]
     with pytest.raises(ConfigError):
         cc.parse_seeds("")
+
+
+def test_rows_say_where_the_batchnorm_statistics_came_from(tmp_path):
+    old, new = tmp_path / "runs" / "k2_s0", tmp_path / "runs" / "k2_s1"
+    fake_run(old, 0.9, (0.7, 0.8, 0.95))  # written before --bn-statistics: no field
+    fake_run(new, 0.9, (0.7, 0.8, 0.95))
+    config = json.loads((new / "config.json").read_text())
+    (new / "config.json").write_text(json.dumps(dict(config, bn_statistics="train")))
+    assert cc.read_run(old, 2.0, 0, 0.0, 0.0)["bn_statistics"] == "moving"
+    assert cc.read_run(new, 2.0, 1, 0.0, 0.0)["bn_statistics"] == "train"
+    cc.calibrate([2.0], [0, 1], epochs=40, out=tmp_path, summary_only=True)
+    with open(tmp_path / "calib_cnn.csv") as fh:
+        assert [r["bn_statistics"] for r in csv.DictReader(fh)] == ["moving", "train"]

@@ -68,7 +68,7 @@ CLASSES = ("low", "medium", "high")
 LAST_EPOCHS = 5
 CSV_FIELDS = ("kappa", "seed", "origins", "accuracy", "rk", "recall_low", "recall_medium", "recall_high", "epochs_max",
               "epochs_run", "best_epoch", "test_acc_last5_mean", "test_acc_last5_min", "test_acc_last5_max",
-              "synth_seconds", "train_seconds", "n_test", "run")
+              "bn_statistics", "synth_seconds", "train_seconds", "n_test", "run")
 
 
 class CalibrationRunError(LiftGuardError):
@@ -226,6 +226,8 @@ def read_run(run_dir: Path, kappa: float, seed: int, synth_seconds: float, train
     row.update(last_epochs_accuracy(run_dir / "history.json"))
     row.update({"epochs_max": config.get("epochs_max", ""), "epochs_run": config.get("epochs_run", ""),
                 "best_epoch": config.get("best_epoch", ""), "origins": origins or "",
+                # runs trained before quantize train had --bn-statistics kept Keras' moving averages
+                "bn_statistics": config.get("bn_statistics", "moving") if config else "",
                 "synth_seconds": round(synth_seconds, 1), "train_seconds": round(train_seconds, 1),
                 "run": str(run_dir)})
     return row
