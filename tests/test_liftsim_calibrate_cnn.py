@@ -185,6 +185,17 @@ def test_train_args_reach_the_train_child(tmp_path, monkeypatch):
     (cmd,) = seen
     assert cmd[cmd.index("train") - 2:cmd.index("train") + 1] == ["-m", "quantize", "train"]
     assert cmd[-2:] == ["--margins", "750,750"]
+    assert cmd[-4:-2] == ["--bn-statistics", "moving"]  # the paper's training, unless a train arg overrides it
+    seen.clear()
+    cc.train(tmp_path / "data", tmp_path / "runs" / "k2_s1", 1, 40, "proposed",
+             cc.split_child_flags(["--bn-statistics=train"], "--train-arg"))
+    import argparse
+
+    from quantize.train import add_arguments
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    (cmd,) = seen
+    assert parser.parse_args(cmd[cmd.index("train") + 1:]).bn_statistics == "train"
     with pytest.raises(ConfigError, match="--train-arg 'margins=1,1'"):
         cc.split_child_flags(["margins=1,1"], "--train-arg")
 

@@ -6,8 +6,12 @@ For every kappa and seed this script
    (``python -m quantize synth --out DATA --seed S --difficulty K``),
 2. trains the paper's proposed model on a random stratified 75/25 split
    (``python -m quantize train --data DATA --model proposed --split random
-   --seed S --out RUN --epochs E``), which uses the paper's filter and tensor
-   through :mod:`quantize.data` / :mod:`edge.signal_path`,
+   --seed S --out RUN --epochs E --bn-statistics moving``), which uses the
+   paper's filter and tensor through :mod:`quantize.data` /
+   :mod:`edge.signal_path`, and keeps Keras' moving batch-normalisation
+   averages as the paper's training did (``quantize train``'s own default sets
+   them exactly from the training tensors; ``--train-arg=--bn-statistics=train``
+   calibrates with that instead),
 3. reads ``RUN/metrics.json``,
 
 then writes ``OUT/calib_cnn.csv`` (one row per run) and ``OUT/calib_cnn.md``
@@ -64,6 +68,8 @@ ACCURACY_BAND = (0.85, 0.93)
 #: not an ordering of the simulator.
 FIRM_SE = 2.0
 CLASSES = ("low", "medium", "high")
+#: The paper's training kept Keras' moving batch-normalisation averages (see quantize.train).
+PAPER_BN_STATISTICS = "moving"
 #: Epochs at the end of training over which the per-epoch test accuracy is averaged (information only).
 LAST_EPOCHS = 5
 CSV_FIELDS = ("kappa", "seed", "origins", "accuracy", "rk", "recall_low", "recall_medium", "recall_high", "epochs_max",
@@ -200,10 +206,15 @@ def synthesize(data_dir: Path, kappa: float, seed: int, workers: int, origins: O
 
 
 def train(data_dir: Path, run_dir: Path, seed: int, epochs: int, model: str, extra_args: Sequence[str] = ()) -> float:
-    """Train one model on ``data_dir`` into ``run_dir``; return wall seconds (``extra_args``: more train flags)."""
+    """Train one model on ``data_dir`` into ``run_dir``; return wall seconds.
+
+    ``extra_args`` are more ``quantize train`` flags; they come last, so they
+    override the defaults here (e.g. ``--bn-statistics train``).
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "quantize", "train", "--data", str(data_dir), "--model", model, "--split", "random",
-           "--seed", str(seed), "--out", str(run_dir), "--epochs", str(epochs), "--quiet", *extra_args]
+           "--seed", str(seed), "--out", str(run_dir), "--epochs", str(epochs), "--quiet",
+           "--bn-statistics", PAPER_BN_STATISTICS, *extra_args]
     return run_child(cmd, run_dir.parent / f"{run_dir.name}.train.log", f"train {run_dir.name}")
 
 
