@@ -22,9 +22,9 @@ and variance are replaced by the exact mean and variance of its input over the
 (:func:`recompute_batchnorm_statistics`). Keras' moving averages (momentum
 0.99, 17 batches per epoch here) lag the weights by several epochs, so the
 weights of record could meet statistics from other weights: on the simulator's
-cohorts that made about one run in six classify almost everything as high risk
-(test accuracy 0.61-0.72 where the same weights score 0.88-0.92 with exact
-statistics; ``docs/models.md``). ``moving`` keeps Keras' averages, as the paper
+cohorts that made about one run in ten (4 of 38) classify almost everything as
+high risk (test accuracy 0.61-0.72 where the same weights score 0.88-0.92 with
+exact statistics; ``docs/models.md``). ``moving`` keeps Keras' averages, as the paper
 did. The per-epoch test curves are drawn with the moving averages.
 
 Sensor subsets (``--sensors Back,LtWt,RtWt``): the channels of the other
