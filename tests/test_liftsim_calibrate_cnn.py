@@ -242,3 +242,15 @@ def test_rows_say_where_the_batchnorm_statistics_came_from(tmp_path):
     cc.calibrate([2.0], [0, 1], epochs=40, out=tmp_path, summary_only=True)
     with open(tmp_path / "calib_cnn.csv") as fh:
         assert [r["bn_statistics"] for r in csv.DictReader(fh)] == ["moving", "train"]
+
+
+@pytest.mark.parametrize("zone", ["abc", "13", "0"])
+def test_a_bad_zone_in_predictions_is_named_with_its_file_and_line(zone, tmp_path, capsys):
+    run = tmp_path / "runs" / "k2_s0"
+    fake_run(run, 0.9, (0.7, 0.8, 0.95))
+    (run / "predictions.csv").write_text(
+        f"trial_id,subject,zone,true,predicted\nA,S01,4,low,low\nB,S01,{zone},medium,low\n")
+    assert cc.main(["--kappas", "2", "--seeds", "0", "--out", str(tmp_path), "--summary-only"]) == 1
+    err = capsys.readouterr().err
+    assert "predictions.csv, line 3" in err and repr(zone) in err and "1 to 12" in err
+    assert "Traceback" not in err

@@ -363,6 +363,10 @@ def zone_errors(rows: Sequence[Dict[str, object]]) -> Dict[float, Dict[int, Dict
 
     Returns:
         ``{kappa: {zone: {"n": trials, "low": ..., "medium": ..., "high": ...}}}``.
+
+    Raises:
+        CalibrationRunError: A ``zone`` value that is not a whole number 1 to 12,
+            named with its file and line.
     """
     out: Dict[float, Dict[int, Dict[str, int]]] = {}
     for r in rows:
@@ -373,8 +377,14 @@ def zone_errors(rows: Sequence[Dict[str, object]]) -> Dict[float, Dict[int, Dict
         except OSError:
             continue
         zones = out.setdefault(float(r["kappa"]), {})
-        for p in preds:
-            zone = _zone_of(p)
+        for line, p in enumerate(preds, start=2):
+            try:
+                zone = _zone_of(p)
+            except ValueError:
+                zone = -1
+            if zone is not None and not 1 <= zone <= 12:
+                raise CalibrationRunError(f"{path}, line {line}: zone {p.get('zone')!r} is not an ACGIH zone; "
+                                          f"expected a whole number 1 to 12")
             if zone is None or p.get("predicted") not in CLASSES:
                 continue
             cell = zones.setdefault(zone, {"n": 0, **{c: 0 for c in CLASSES}})
